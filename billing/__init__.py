@@ -1,0 +1,1 @@
+"""Prices, quotes, payment providers (Stripe; invoice/ledger), commission, payouts, ledger and webhooks."""

@@ -1,0 +1,293 @@
+"""The `concierge` command: serve, migrate, import and list experts, invite, load the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from concierge import migrate
+from concierge.app import create_app
+from concierge.catalogue import ImportReport, import_experts
+from concierge.catalogue_queries import list_experts
+from concierge.config import Settings, load_settings
+from concierge.database import create_engine, redacted, session_factory
+from concierge.errors import ConciergeError, ConfigError
+from concierge.invites import create_invite, display_code
+from concierge.logs import configure_logging
+from concierge.money import Money, format_money
+from concierge.pricing import PricingMode
+from knowledge.demo import demo_catalogue_path
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        click.echo(f"concierge: {exc}", err=True)
+        sys.exit(2)
+    configure_logging(settings)
+    return settings
+
+
+def _run(coroutine: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(_with_errors(coroutine))
+    except ConciergeError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+async def _with_errors(coroutine: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await coroutine()
+    except (SQLAlchemyError, OSError) as exc:
+        raise ConciergeError(f"database error: {type(exc).__name__}: {exc}") from exc
+
+
+@contextlib.asynccontextmanager
+async def _database(
+    settings: Settings, *, require_schema: bool = True
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(settings.database)
+    try:
+        if require_schema and await migrate.current_revision(engine) != migrate.head_revision():
+            raise ConciergeError(
+                f"the database at {redacted(settings.database)} is not migrated: "
+                "run `concierge db upgrade` first"
+            )
+        yield session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
+@click.group()
+@click.version_option(package_name="concierge")
+def main() -> None:
+    """Concierge: ask for help in plain language, get matched to a human expert."""
+
+
+@main.command()
+def serve() -> None:
+    """Start the service (HTTP on CONCIERGE_HTTP_HOST:CONCIERGE_HTTP_PORT)."""
+    settings = _settings()
+    _run(lambda: _serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, settings.http_host, settings.http_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConciergeError(
+                f"cannot listen on {settings.http_host}:{settings.http_port}: {exc.strerror}; "
+                "set CONCIERGE_HTTP_PORT to a free port"
+            ) from exc
+        host, port = runner.addresses[0][:2]
+        click.echo(f"Concierge is running on http://{host}:{port}  (Ctrl+C stops it)")
+        if settings.base_url != f"http://{host}:{port}":
+            click.echo(f"Links sent to people start with {settings.base_url}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        click.echo("Concierge is stopping")
+    finally:
+        await runner.cleanup()
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Create or migrate the schema (safe to run repeatedly)."""
+    settings = _settings()
+
+    async def run() -> str | None:
+        engine = create_engine(settings.database)
+        try:
+            await migrate.upgrade(engine, revision)
+            return await migrate.current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    current = _run(run)
+    click.echo(f"database {redacted(settings.database)} is at revision {current}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the schema revision of the database and of the code."""
+    settings = _settings()
+
+    async def run() -> str | None:
+        engine = create_engine(settings.database)
+        try:
+            return await migrate.current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    click.echo(f"database: {_run(run) or 'empty'}; code: {migrate.head_revision()}")
+
+
+@main.group()
+def experts() -> None:
+    """Expert listings."""
+
+
+@experts.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def experts_import(path: Path, as_json: bool) -> None:
+    """Upsert listings from a JSON Lines file; bad lines are reported and skipped.
+
+    Exits 1 when any line was rejected (the valid lines are imported all the same).
+    """
+    settings = _settings()
+
+    async def run() -> ImportReport:
+        async with _database(settings) as sessions:
+            return await import_experts(sessions, path)
+
+    _report(_run(run), as_json)
+
+
+def _report(report: ImportReport, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+    else:
+        for rejected in report.rejected:
+            click.echo(f"rejected {rejected}", err=True)
+        click.echo(
+            f"imported {report.imported} experts: {report.created} new, {report.updated} "
+            f"updated, {report.unchanged} unchanged; {len(report.rejected)} lines rejected"
+        )
+    if report.rejected:
+        sys.exit(1)
+
+
+@experts.command("list")
+@click.option("--category", help="Only listings in this category id.")
+@click.option("--language", help="Only listings in this ISO 639-1 language.")
+@click.option("--online/--offline", default=None, help="Only online (or offline) experts.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def experts_list(category: str | None, language: str | None, online: bool | None, as_json: bool) -> None:
+    """List expert listings."""
+    settings = _settings()
+
+    async def run() -> list[dict[str, Any]]:
+        async with _database(settings) as sessions, sessions() as db:
+            rows = await list_experts(db, category=category, language=language, online=online)
+        return [
+            {
+                "id": expert.id,
+                "name": person.display_name,
+                "headline": expert.headline,
+                "categories": expert.categories,
+                "languages": expert.languages,
+                "pricing": expert.pricing.to_json(),
+                "online": expert.online,
+            }
+            for expert, person in rows
+        ]
+
+    rows = _run(run)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, ensure_ascii=False))
+        return
+    for row in rows:
+        click.echo(
+            f"{row['id']:<12} {row['name'][:28]:<28} {','.join(row['categories']):<24} "
+            f"{','.join(row['languages']):<12} {_price(row['pricing']):<14} "
+            f"{'online' if row['online'] else ''}"
+        )
+    click.echo(f"{len(rows)} experts", err=True)
+
+
+def _price(pricing: dict[str, Any]) -> str:
+    mode = PricingMode(pricing["mode"])
+    if mode is PricingMode.FREE:
+        return "free"
+    amount = format_money(Money(pricing["amount"], pricing["currency"]))
+    return f"{amount}/min" if mode is PricingMode.PER_MINUTE else f"{amount}/session"
+
+
+@main.group()
+def invite() -> None:
+    """Invitation codes for experts."""
+
+
+@invite.command("create")
+@click.option("--business", "business_id", help="Invite to this business's roster.")
+@click.option("--uses", default=1, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--expires",
+    "expires_days",
+    default=30,
+    show_default=True,
+    type=click.IntRange(0, 3650),
+    help="Days until the code expires; 0 for never.",
+)
+@click.option("--json", "as_json", is_flag=True)
+def invite_create(business_id: str | None, uses: int, expires_days: int, as_json: bool) -> None:
+    """Create an invitation code an expert redeems with /expert CODE."""
+    settings = _settings()
+
+    async def run() -> dict[str, Any]:
+        async with _database(settings) as sessions:
+            code = await create_invite(
+                sessions,
+                business_id=business_id,
+                uses=uses,
+                expires_in_days=expires_days or None,
+            )
+        return {
+            "code": display_code(code.code),
+            "business": code.business_id,
+            "uses": code.uses_left,
+            "expires_at": code.expires_at.isoformat() if code.expires_at else None,
+        }
+
+    result = _run(run)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        expiry = f"until {result['expires_at']}" if result["expires_at"] else "with no expiry"
+        click.echo(f"{result['code']}  ({result['uses']} use(s), valid {expiry})")
+
+
+@main.group()
+def demo() -> None:
+    """The demo catalogue."""
+
+
+@demo.command("load")
+def demo_load() -> None:
+    """Load the fictional demo experts (idempotent)."""
+    settings = _settings()
+
+    async def run() -> ImportReport:
+        async with _database(settings) as sessions:
+            return await import_experts(sessions, demo_catalogue_path())
+
+    _report(_run(run), as_json=False)

@@ -1,0 +1,207 @@
+"""The one settings object, read from `CONCIERGE_*` environment variables.
+
+`load_settings()` is called once at start-up; an invalid or unknown variable stops the
+process with a message that names it, rather than surfacing later as a strange failure.
+Every variable is listed in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import secrets
+from collections.abc import Mapping
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from concierge.errors import ConfigError
+from concierge.money import check_currency
+
+ENV_PREFIX = "CONCIERGE_"
+# Variables with this prefix belong to the test suite, not to the service.
+_TEST_PREFIX = "CONCIERGE_TEST_"
+_SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
+_MIN_SECRET_LENGTH = 32
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"  # JSON unless stderr is a terminal
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+def normalise_database_url(url: str) -> str:
+    """Map the URLs people write to the async drivers the service uses."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("must be a URL such as postgresql://user@host/db or sqlite:///path.db")
+    drivers = {
+        "sqlite": "sqlite+aiosqlite",
+        "sqlite+aiosqlite": "sqlite+aiosqlite",
+        "postgres": "postgresql+asyncpg",
+        "postgresql": "postgresql+asyncpg",
+        "postgresql+asyncpg": "postgresql+asyncpg",
+    }
+    if scheme not in drivers:
+        raise ValueError(f"unsupported database {scheme!r}; use postgresql:// or sqlite:///")
+    return f"{drivers[scheme]}://{rest}"
+
+
+def _check_redis_url(url: str) -> str:
+    if urlsplit(url).scheme not in {"redis", "rediss", "unix"}:
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return url
+
+
+def _check_public_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    return url.rstrip("/")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,  # an empty variable (common in compose files) means "unset"
+        frozen=True,
+        case_sensitive=False,
+        extra="ignore",
+    )
+
+    data_dir: Path = Path("var")
+    database_url: Annotated[str, AfterValidator(normalise_database_url)] | None = None
+    redis_url: Annotated[str, AfterValidator(_check_redis_url)] | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    public_url: Annotated[str, AfterValidator(_check_public_url)] | None = None
+    secret_key: SecretStr | None = None
+    commission_percent: Decimal = Field(default=Decimal(20), ge=0, le=100, decimal_places=2)
+    default_currency: Annotated[str, AfterValidator(check_currency)] = "EUR"
+    log_level: LogLevel = LogLevel.INFO
+    log_format: LogFormat = LogFormat.AUTO
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < _MIN_SECRET_LENGTH:
+            raise ValueError(f"must be at least {_MIN_SECRET_LENGTH} characters")
+        return value
+
+    @field_validator("http_host")
+    @classmethod
+    def _host_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    # Derived values: always present once `load_settings` has resolved the defaults.
+
+    @property
+    def database(self) -> str:
+        assert self.database_url is not None, "call load_settings()"
+        return self.database_url
+
+    @property
+    def base_url(self) -> str:
+        assert self.public_url is not None, "call load_settings()"
+        return self.public_url
+
+    @property
+    def signing_key(self) -> bytes:
+        assert self.secret_key is not None, "call load_settings()"
+        return self.secret_key.get_secret_value().encode()
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+
+def _field_env_names() -> dict[str, str]:
+    return {f"{ENV_PREFIX}{name.upper()}": name for name in Settings.model_fields}
+
+
+def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    known = _field_env_names()
+    messages = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(_TEST_PREFIX) or upper in known:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        messages.append(f"{name}: unknown setting{hint}")
+    return messages
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    field = str(error["loc"][0]) if error["loc"] else "?"
+    name = f"{ENV_PREFIX}{field.upper()}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if field == "secret_key":  # never echo a secret, even a rejected one
+        return f"{name}: {message}"
+    return f"{name}={error.get('input')!r}: {message}"
+
+
+def _load_or_create_secret(data_dir: Path) -> SecretStr:
+    path = data_dir / _SECRET_KEY_FILE
+    try:
+        if not path.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            # O_EXCL: two processes starting at once must not write different keys.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+        key = path.read_text().strip()
+    except FileExistsError:
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"CONCIERGE_SECRET_KEY is unset and {path} cannot be used to keep one: {exc}"
+        ) from exc
+    if len(key) < _MIN_SECRET_LENGTH:
+        raise ConfigError(f"{path} holds a secret key shorter than {_MIN_SECRET_LENGTH} characters")
+    return SecretStr(key)
+
+
+def load_settings() -> Settings:
+    """Read, check and complete the settings; raise ConfigError naming every bad variable."""
+    problems = _unknown_variables(os.environ)
+    settings: Settings | None = None
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems.extend(_describe(error) for error in exc.errors())
+    if problems or settings is None:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+    data_dir = settings.data_dir.expanduser().resolve()
+    resolved: dict[str, Any] = {"data_dir": data_dir}
+    if settings.database_url is None:
+        resolved["database_url"] = f"sqlite+aiosqlite:///{data_dir / 'concierge.db'}"
+    if settings.public_url is None:
+        resolved["public_url"] = f"http://{settings.http_host}:{settings.http_port}"
+    if settings.secret_key is None:
+        resolved["secret_key"] = _load_or_create_secret(data_dir)
+    return settings.model_copy(update=resolved)

@@ -1,0 +1,34 @@
+"""The typed domain model, mapped to tables; one module per noun."""
+
+from concierge.model.base import Base, new_id, utcnow
+from concierge.model.business import Business, Community, InviteCode, RosterScope
+from concierge.model.expert import Expert
+from concierge.model.payment import LedgerEntry, Payment, PaymentKind, PaymentStatus
+from concierge.model.person import Channel, ChannelIdentity, Person
+from concierge.model.request import HelpRequest, Offer, OfferStatus
+from concierge.model.review import Review
+from concierge.model.session import LifecycleEvent, Session
+
+__all__ = [
+    "Base",
+    "Business",
+    "Channel",
+    "ChannelIdentity",
+    "Community",
+    "Expert",
+    "HelpRequest",
+    "InviteCode",
+    "LedgerEntry",
+    "LifecycleEvent",
+    "Offer",
+    "OfferStatus",
+    "Payment",
+    "PaymentKind",
+    "PaymentStatus",
+    "Person",
+    "Review",
+    "RosterScope",
+    "Session",
+    "new_id",
+    "utcnow",
+]

@@ -1,0 +1,63 @@
+"""An expert's listing: what they help with, in which languages, at what price, when."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, composite, mapped_column
+
+from concierge.hours import WeeklyHours
+from concierge.model.base import Base, JSONDocument, currency_column, enum_column, utcnow
+from concierge.pricing import Pricing, PricingMode
+
+
+class Expert(Base):
+    __tablename__ = "experts"
+    __table_args__ = (
+        CheckConstraint("rating_count >= 0", name="rating_count_not_negative"),
+        CheckConstraint(
+            "rating_total >= rating_count AND rating_total <= 5 * rating_count",
+            name="rating_total_in_range",
+        ),
+        CheckConstraint("price_amount >= 0", name="price_not_negative"),
+    )
+
+    # Listing ids come from the operator's import files, hence a string chosen outside.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), unique=True)
+    headline: Mapped[str] = mapped_column(String(200))
+    bio: Mapped[str] = mapped_column(Text, default="")
+    skills: Mapped[list[str]] = mapped_column(JSONDocument, default=list)
+    categories: Mapped[list[str]] = mapped_column(JSONDocument, default=list)
+    languages: Mapped[list[str]] = mapped_column(JSONDocument, default=list)
+    pricing: Mapped[Pricing] = composite(
+        mapped_column("pricing_mode", enum_column(PricingMode, "pricing_mode")),
+        mapped_column("price_amount"),
+        mapped_column("price_currency", currency_column()),
+    )
+    time_zone: Mapped[str] = mapped_column(String(64))
+    hours_json: Mapped[dict[str, Any]] = mapped_column("hours", JSONDocument, default=dict)
+    online: Mapped[bool] = mapped_column(default=False)
+    # Sum of 1–5 star ratings: the mean and the Bayesian average derive from these two.
+    rating_count: Mapped[int] = mapped_column(default=0)
+    rating_total: Mapped[int] = mapped_column(default=0)
+    payout_account_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    business_id: Mapped[str | None] = mapped_column(
+        ForeignKey("businesses.id", ondelete="SET NULL"), default=None, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def hours(self) -> WeeklyHours:
+        return WeeklyHours.parse(self.hours_json)
+
+    @hours.setter
+    def hours(self, value: WeeklyHours) -> None:
+        self.hours_json = value.to_json()
+
+    @property
+    def rating_mean(self) -> float | None:
+        return self.rating_total / self.rating_count if self.rating_count else None

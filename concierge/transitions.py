@@ -1,0 +1,304 @@
+"""The lifecycle, persisted: one method per transition, one database transaction each.
+
+Each method reads the current state, asks `lifecycle.next_state` for the target, and writes it
+with a compare-and-set (`UPDATE … WHERE state = <what we read>`) plus an audit row. If another
+process moved the state in between, the update matches no row and the method raises
+IllegalTransition with the transaction rolled back: nothing changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from concierge.errors import DomainError, IllegalTransition, NotFound
+from concierge.lifecycle import Event, State, next_state
+from concierge.model import (
+    Expert,
+    HelpRequest,
+    LifecycleEvent,
+    Offer,
+    OfferStatus,
+    Session,
+    new_id,
+    utcnow,
+)
+from concierge.money import Money
+from concierge.pricing import PricingMode
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+
+    async def open_request(
+        self,
+        customer_id: str,
+        text: str,
+        *,
+        language: str | None = None,
+        category: str | None = None,
+        wanted_at: datetime | None = None,
+        budget: Money | None = None,
+        community_id: str | None = None,
+    ) -> HelpRequest:
+        if not text.strip():
+            raise DomainError("a help request needs some text")
+        now = self._clock()
+        request = HelpRequest(
+            customer_id=customer_id,
+            text=text,
+            language=language,
+            category=category,
+            wanted_at=wanted_at,
+            community_id=community_id,
+            status=State.OPEN,
+            created_at=now,
+            updated_at=now,
+        )
+        request.budget = budget
+        async with self._sessions.begin() as db:
+            db.add(request)
+        return request
+
+    async def state_of(self, request_id: str) -> State:
+        async with self._sessions() as db:
+            request = await db.get(HelpRequest, request_id)
+            if request is None:
+                raise NotFound("request", request_id)
+            session_state = await db.scalar(select(Session.state).where(Session.request_id == request_id))
+            return session_state if session_state is not None else request.status
+
+    async def offer(self, request_id: str, candidates: Sequence[tuple[str, float]]) -> list[Offer]:
+        """Offer the request to experts, best first: `candidates` is (expert id, score)."""
+        if not candidates:
+            raise DomainError("an offer needs at least one expert")
+        if len({expert_id for expert_id, _ in candidates}) != len(candidates):
+            raise DomainError("an expert appears twice in one offer")
+        async with self._sessions.begin() as db:
+            await self._advance_request(db, request_id, Event.OFFER)
+            offers = [
+                Offer(
+                    request_id=request_id,
+                    expert_id=expert_id,
+                    rank=rank,
+                    score=score,
+                    created_at=self._clock(),
+                )
+                for rank, (expert_id, score) in enumerate(candidates, start=1)
+            ]
+            db.add_all(offers)
+        return offers
+
+    async def claim(
+        self,
+        request_id: str,
+        expert_id: str,
+        *,
+        commission_percent: Decimal,
+        scheduled_start: datetime | None = None,
+        scheduled_end: datetime | None = None,
+        recorded: bool = False,
+    ) -> Session:
+        """The expert accepted: the request becomes a session priced as the listing is now."""
+        async with self._sessions.begin() as db:
+            request = await db.get(HelpRequest, request_id)
+            expert = await db.get(Expert, expert_id)
+            if request is None:
+                raise NotFound("request", request_id)
+            if expert is None:
+                raise NotFound("expert", expert_id)
+            if expert.person_id == request.customer_id:
+                raise DomainError("an expert cannot take their own request")
+            offer = await db.scalar(
+                select(Offer).where(Offer.request_id == request_id, Offer.expert_id == expert_id)
+            )
+            if offer is None or offer.status is not OfferStatus.PENDING:
+                raise DomainError(f"request {request_id} is not offered to expert {expert_id}")
+            session_id = new_id("ses")
+            await self._advance_request(db, request_id, Event.CLAIM, session_id=session_id)
+            now = self._clock()
+            db.add(
+                Session(
+                    id=session_id,
+                    request_id=request_id,
+                    customer_id=request.customer_id,
+                    expert_id=expert_id,
+                    pricing=expert.pricing,
+                    commission_percent=commission_percent,
+                    scheduled_start=scheduled_start,
+                    scheduled_end=scheduled_end,
+                    state=State.CLAIMED,
+                    recorded=recorded,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await db.execute(
+                update(Offer)
+                .where(
+                    Offer.request_id == request_id,
+                    Offer.status == OfferStatus.PENDING,
+                    Offer.id != offer.id,
+                )
+                .values(status=OfferStatus.TAKEN, answered_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            offer.status = OfferStatus.ACCEPTED
+            offer.answered_at = now
+            return await self._session(db, session_id)
+
+    async def request_payment(self, session_id: str) -> None:
+        async with self._sessions.begin() as db:
+            session = await self._session(db, session_id)
+            if session.pricing.mode is PricingMode.FREE:
+                raise DomainError("a free session needs no payment: confirm it instead")
+            await self._advance_session(db, session, Event.REQUEST_PAYMENT)
+
+    async def payment_authorised(self, session_id: str) -> None:
+        async with self._sessions.begin() as db:
+            await self._advance_session(db, await self._session(db, session_id), Event.PAYMENT_AUTHORISED)
+
+    async def confirm_free(self, session_id: str) -> None:
+        async with self._sessions.begin() as db:
+            session = await self._session(db, session_id)
+            if session.pricing.mode is not PricingMode.FREE:
+                raise DomainError("a paid session becomes ready only once payment is authorised")
+            await self._advance_session(db, session, Event.CONFIRM_FREE)
+
+    async def go_live(self, session_id: str, room_id: str | None = None) -> None:
+        async with self._sessions.begin() as db:
+            session = await self._session(db, session_id)
+            changes: dict[str, Any] = {"started_at": self._clock()}
+            if room_id is not None:
+                changes["room_id"] = room_id
+            await self._advance_session(db, session, Event.GO_LIVE, **changes)
+
+    async def end(self, session_id: str, billed_seconds: int) -> None:
+        if not isinstance(billed_seconds, int) or isinstance(billed_seconds, bool):
+            raise DomainError("billed seconds must be a whole number")
+        if billed_seconds < 0:
+            raise DomainError("billed seconds cannot be negative")
+        async with self._sessions.begin() as db:
+            session = await self._session(db, session_id)
+            now = self._clock()
+            if session.started_at is not None:
+                connected = int((now - session.started_at).total_seconds())
+                if billed_seconds > connected:
+                    raise DomainError(
+                        f"billed {billed_seconds} s exceeds the {connected} s since the room went live"
+                    )
+            await self._advance_session(db, session, Event.END, ended_at=now, billed_seconds=billed_seconds)
+
+    async def settle(self, session_id: str) -> None:
+        async with self._sessions.begin() as db:
+            await self._advance_session(db, await self._session(db, session_id), Event.SETTLE)
+
+    async def refund(self, session_id: str) -> None:
+        async with self._sessions.begin() as db:
+            await self._advance_session(db, await self._session(db, session_id), Event.REFUND)
+
+    async def cancel(self, request_id: str, reason: str = "") -> None:
+        await self._end_early(request_id, Event.CANCEL, reason)
+
+    async def expire(self, request_id: str, reason: str = "") -> None:
+        await self._end_early(request_id, Event.EXPIRE, reason)
+
+    async def _end_early(self, request_id: str, event: Event, reason: str) -> None:
+        async with self._sessions.begin() as db:
+            session = await db.scalar(select(Session).where(Session.request_id == request_id))
+            detail = {"reason": reason} if reason else None
+            if session is None:
+                await self._advance_request(db, request_id, event, detail=detail)
+                await db.execute(
+                    update(Offer)
+                    .where(Offer.request_id == request_id, Offer.status == OfferStatus.PENDING)
+                    .values(status=OfferStatus.TIMED_OUT, answered_at=self._clock())
+                )
+            else:
+                await self._advance_session(db, session, event, detail=detail)
+
+    async def _session(self, db: AsyncSession, session_id: str) -> Session:
+        session = await db.get(Session, session_id)
+        if session is None:
+            raise NotFound("session", session_id)
+        return session
+
+    async def _advance_request(
+        self,
+        db: AsyncSession,
+        request_id: str,
+        event: Event,
+        detail: dict[str, Any] | None = None,
+        session_id: str | None = None,
+    ) -> State:
+        current = await db.scalar(select(HelpRequest.status).where(HelpRequest.id == request_id))
+        if current is None:
+            raise NotFound("request", request_id)
+        if current is State.CLAIMED:  # the session carries the lifecycle from here on
+            raise IllegalTransition(f"request {request_id}", "claimed", event.value)
+        target = next_state(current, event, f"request {request_id}")
+        now = self._clock()
+        result = await db.execute(
+            update(HelpRequest)
+            .where(HelpRequest.id == request_id, HelpRequest.status == current)
+            .values(status=target, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise IllegalTransition(f"request {request_id}", "changed concurrently", event.value)
+        db.add(
+            LifecycleEvent(
+                request_id=request_id,
+                session_id=session_id,
+                event=event.value,
+                from_state=current,
+                to_state=target,
+                at=now,
+                detail=detail,
+            )
+        )
+        return target
+
+    async def _advance_session(
+        self,
+        db: AsyncSession,
+        session: Session,
+        event: Event,
+        detail: dict[str, Any] | None = None,
+        **changes: Any,
+    ) -> State:
+        current = session.state
+        target = next_state(current, event, f"session {session.id}")
+        now = self._clock()
+        result = await db.execute(
+            update(Session)
+            .where(Session.id == session.id, Session.state == current)
+            .values(state=target, updated_at=now, **changes)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise IllegalTransition(f"session {session.id}", "changed concurrently", event.value)
+        db.add(
+            LifecycleEvent(
+                request_id=session.request_id,
+                session_id=session.id,
+                event=event.value,
+                from_state=current,
+                to_state=target,
+                at=now,
+                detail=detail,
+            )
+        )
+        return target

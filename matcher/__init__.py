@@ -1,0 +1,1 @@
+"""Request understanding (language, category, time, budget), embeddings, the expert index and ranking."""

@@ -1,0 +1,1 @@
+"""One-off room links, WebRTC signalling, aiortc peers, metering, recording and the room page."""
