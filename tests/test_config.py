@@ -15,15 +15,15 @@ from concierge.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
-def _data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CONCIERGE_DATA_DIR", str(tmp_path / "var"))
     return tmp_path / "var"
 
 
-def test_defaults_are_the_documented_ones(_data_dir: Path) -> None:
+def test_defaults_are_the_documented_ones(data_dir: Path) -> None:
     settings = load_settings()
-    assert settings.data_dir == _data_dir.resolve()
-    assert settings.database == f"sqlite+aiosqlite:///{_data_dir.resolve() / 'concierge.db'}"
+    assert settings.data_dir == data_dir.resolve()
+    assert settings.database == f"sqlite+aiosqlite:///{data_dir.resolve() / 'concierge.db'}"
     assert settings.embedded_redis
     assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8080)
     assert settings.base_url == "http://127.0.0.1:8080"
@@ -94,9 +94,9 @@ def test_an_empty_variable_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.http_port == 8080
 
 
-def test_secret_key_is_generated_once_and_kept_private(_data_dir: Path) -> None:
+def test_secret_key_is_generated_once_and_kept_private(data_dir: Path) -> None:
     first = load_settings().signing_key
-    key_file = _data_dir / "secret_key"
+    key_file = data_dir / "secret_key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert len(first) >= 32
     assert load_settings().signing_key == first
@@ -104,14 +104,14 @@ def test_secret_key_is_generated_once_and_kept_private(_data_dir: Path) -> None:
 
 
 def test_an_explicit_secret_key_wins_and_nothing_is_written(
-    monkeypatch: pytest.MonkeyPatch, _data_dir: Path
+    monkeypatch: pytest.MonkeyPatch, data_dir: Path
 ) -> None:
     monkeypatch.setenv("CONCIERGE_SECRET_KEY", "k" * 40)
     assert load_settings().signing_key == b"k" * 40
-    assert not (_data_dir / "secret_key").exists()
+    assert not (data_dir / "secret_key").exists()
 
 
-def test_an_unwritable_data_dir_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unwritabledata_dir_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     monkeypatch.setenv("CONCIERGE_DATA_DIR", str(blocker / "var"))

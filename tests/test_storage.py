@@ -85,7 +85,6 @@ async def test_people_and_their_channel_identities(
     person = Person(display_name="李雷", locale="zh", time_zone="Asia/Shanghai", birth_date=date(2010, 5, 1))
     async with sessions.begin() as db:
         db.add(person)
-        await db.flush()  # no relationship() orders these inserts: flush the parent first
         db.add(ChannelIdentity(channel=Channel.TELEGRAM, external_id="4242", person_id=person.id))
     async with sessions() as db:
         loaded = await db.get(Person, person.id)

@@ -109,7 +109,7 @@ def test_hours_round_trip_through_json(raw: dict[str, list[str]]) -> None:
 def test_languages_are_iso_639_1() -> None:
     assert check_language("ja") == "ja"
     for bad in ("JA", "jpn", "zz", "", "j1"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="language"):
             check_language(bad)
 
 

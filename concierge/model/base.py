@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Enum, MetaData, String, TypeDecorator, event
+from sqlalchemy import JSON, DateTime, Enum, MetaData, String, TypeDecorator, event, inspect
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql.schema import CallableColumnDefault
 
 # Explicit constraint names: Alembic needs them to alter SQLite tables in batch mode.
 NAMING_CONVENTION = {
@@ -78,7 +79,8 @@ class Base(DeclarativeBase):
 def _generate_ids_at_construction(target: Base, _args: Any, values: dict[str, Any]) -> None:
     # Generated ids exist from construction on, not only after a flush, so related rows
     # can be built in one go.
-    for column in target.__table__.primary_key.columns:
-        default = column.default
-        if column.key not in values and default is not None and default.is_callable:
-            values[column.key] = default.arg(None)  # type: ignore[attr-defined]
+    for column in inspect(type(target)).primary_key:
+        default, key = column.default, column.key
+        if key and key not in values and isinstance(default, CallableColumnDefault):
+            # Our id defaults ignore the execution context, which does not exist yet.
+            values[key] = default.arg(None)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from sqlalchemy import CheckConstraint, ForeignKey, Numeric, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from concierge.model.base import Base, currency_column, enum_column, new_id, utcnow
 from concierge.model.person import Channel
@@ -52,6 +52,7 @@ class Community(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("com"))
     business_id: Mapped[str] = mapped_column(ForeignKey("businesses.id", ondelete="CASCADE"), index=True)
+    business: Mapped[Business] = relationship(foreign_keys=[business_id], lazy="raise")
     channel: Mapped[Channel] = mapped_column(enum_column(Channel, "channel"))
     external_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -66,6 +67,7 @@ class InviteCode(Base):
     business_id: Mapped[str | None] = mapped_column(
         ForeignKey("businesses.id", ondelete="CASCADE"), default=None, index=True
     )
+    business: Mapped[Business | None] = relationship(foreign_keys=[business_id], lazy="raise")
     uses_left: Mapped[int] = mapped_column(default=1)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

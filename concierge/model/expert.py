@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, String, Text
-from sqlalchemy.orm import Mapped, composite, mapped_column
+from sqlalchemy.orm import Mapped, composite, mapped_column, relationship
 
 from concierge.hours import WeeklyHours
 from concierge.model.base import Base, JSONDocument, currency_column, enum_column, utcnow
 from concierge.pricing import Pricing, PricingMode
+
+if TYPE_CHECKING:
+    from concierge.model.person import Person
 
 
 class Expert(Base):
@@ -27,6 +30,7 @@ class Expert(Base):
     # Listing ids come from the operator's import files, hence a string chosen outside.
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     person_id: Mapped[str] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), unique=True)
+    person: Mapped[Person] = relationship(foreign_keys=[person_id], lazy="raise")
     headline: Mapped[str] = mapped_column(String(200))
     bio: Mapped[str] = mapped_column(Text, default="")
     skills: Mapped[list[str]] = mapped_column(JSONDocument, default=list)

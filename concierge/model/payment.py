@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import CheckConstraint, ForeignKey, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from concierge.model.base import Base, currency_column, enum_column, new_id, utcnow
 from concierge.money import Money
+
+if TYPE_CHECKING:
+    from concierge.model.session import Session
 
 
 class PaymentKind(StrEnum):
@@ -32,6 +36,7 @@ class Payment(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("pay"))
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    session: Mapped[Session] = relationship(foreign_keys=[session_id], lazy="raise")
     kind: Mapped[PaymentKind] = mapped_column(enum_column(PaymentKind, "payment_kind"))
     status: Mapped[PaymentStatus] = mapped_column(
         enum_column(PaymentStatus, "payment_status"), default=PaymentStatus.PENDING
@@ -60,6 +65,7 @@ class LedgerEntry(Base):
     transaction_id: Mapped[str] = mapped_column(String(32), index=True)
     session_id: Mapped[str | None] = mapped_column(ForeignKey("sessions.id"), default=None)
     # e.g. "customer:per_…", "expert:demo-001", "platform:commission", "provider:stripe"
+    session: Mapped[Session | None] = relationship(foreign_keys=[session_id], lazy="raise")
     account: Mapped[str] = mapped_column(String(128), index=True)
     amount: Mapped[int]  # signed minor units: debit positive, credit negative
     currency: Mapped[str] = mapped_column(currency_column())

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from enum import StrEnum
 
 from sqlalchemy import ForeignKey, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from concierge.model.base import Base, enum_column, new_id, utcnow
 
@@ -45,4 +45,5 @@ class ChannelIdentity(Base):
     channel: Mapped[Channel] = mapped_column(enum_column(Channel, "channel"))
     external_id: Mapped[str] = mapped_column(String(128))
     person_id: Mapped[str] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    person: Mapped[Person] = relationship(foreign_keys=[person_id], lazy="raise")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

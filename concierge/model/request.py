@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from concierge.lifecycle import State
 from concierge.model.base import Base, currency_column, enum_column, new_id, utcnow
 from concierge.money import Money
+
+if TYPE_CHECKING:
+    from concierge.model.expert import Expert
+    from concierge.model.person import Person
 
 
 class HelpRequest(Base):
@@ -22,6 +27,7 @@ class HelpRequest(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("req"))
     customer_id: Mapped[str] = mapped_column(ForeignKey("persons.id"), index=True)
+    customer: Mapped[Person] = relationship(foreign_keys=[customer_id], lazy="raise")
     text: Mapped[str] = mapped_column(Text)
     language: Mapped[str | None] = mapped_column(String(8), default=None)
     category: Mapped[str | None] = mapped_column(String(32), default=None)
@@ -64,7 +70,9 @@ class Offer(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("off"))
     request_id: Mapped[str] = mapped_column(ForeignKey("help_requests.id", ondelete="CASCADE"), index=True)
+    request: Mapped[HelpRequest] = relationship(foreign_keys=[request_id], lazy="raise")
     expert_id: Mapped[str] = mapped_column(ForeignKey("experts.id", ondelete="CASCADE"))
+    expert: Mapped[Expert] = relationship(foreign_keys=[expert_id], lazy="raise")
     rank: Mapped[int]
     score: Mapped[float]
     status: Mapped[OfferStatus] = mapped_column(

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from concierge.model.base import Base, new_id, utcnow
+
+if TYPE_CHECKING:
+    from concierge.model.session import Session
 
 
 class Review(Base):
@@ -20,6 +24,7 @@ class Review(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("rev"))
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    session: Mapped[Session] = relationship(foreign_keys=[session_id], lazy="raise")
     author_id: Mapped[str] = mapped_column(ForeignKey("persons.id"))
     subject_id: Mapped[str] = mapped_column(ForeignKey("persons.id"), index=True)
     stars: Mapped[int]

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, Numeric, String
-from sqlalchemy.orm import Mapped, composite, mapped_column
+from sqlalchemy.orm import Mapped, composite, mapped_column, relationship
 
 from concierge.lifecycle import State
 from concierge.model.base import Base, JSONDocument, currency_column, enum_column, new_id, utcnow
 from concierge.pricing import Pricing, PricingMode
+
+if TYPE_CHECKING:
+    from concierge.model.expert import Expert
+    from concierge.model.person import Person
+    from concierge.model.request import HelpRequest
 
 
 class Session(Base):
@@ -26,9 +31,12 @@ class Session(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("ses"))
     request_id: Mapped[str] = mapped_column(ForeignKey("help_requests.id"), unique=True)
+    request: Mapped[HelpRequest] = relationship(foreign_keys=[request_id], lazy="raise")
     customer_id: Mapped[str] = mapped_column(ForeignKey("persons.id"), index=True)
+    customer: Mapped[Person] = relationship(foreign_keys=[customer_id], lazy="raise")
     expert_id: Mapped[str] = mapped_column(ForeignKey("experts.id"), index=True)
     # Snapshot at claim time: a later change of the listing's price does not reprice this session.
+    expert: Mapped[Expert] = relationship(foreign_keys=[expert_id], lazy="raise")
     pricing: Mapped[Pricing] = composite(
         mapped_column("pricing_mode", enum_column(PricingMode, "pricing_mode")),
         mapped_column("price_amount"),
@@ -56,9 +64,11 @@ class LifecycleEvent(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(ForeignKey("help_requests.id", ondelete="CASCADE"), index=True)
+    request: Mapped[HelpRequest] = relationship(foreign_keys=[request_id], lazy="raise")
     session_id: Mapped[str | None] = mapped_column(
         ForeignKey("sessions.id", ondelete="CASCADE"), default=None
     )
+    session: Mapped[Session | None] = relationship(foreign_keys=[session_id], lazy="raise")
     event: Mapped[str] = mapped_column(String(32))
     from_state: Mapped[State] = mapped_column(enum_column(State, "from_state"))
     to_state: Mapped[State] = mapped_column(enum_column(State, "to_state"))
