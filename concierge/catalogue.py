@@ -38,6 +38,8 @@ from concierge.pricing import Pricing, PricingMode
 from knowledge.taxonomy import load_taxonomy
 
 MAX_LINE_BYTES = 64 * 1024
+# Minor units: generous enough for COP, IDR or VND session prices, far below BIGINT.
+MAX_AMOUNT = 10**12
 _BATCH = 500
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
@@ -77,7 +79,7 @@ class _Strict(BaseModel):
 
 class PricingLine(_Strict):
     mode: Literal["free", "per_session", "per_minute"]
-    amount: Annotated[StrictInt, Field(ge=0, le=10_000_000)]
+    amount: Annotated[StrictInt, Field(ge=0, le=MAX_AMOUNT)]
     currency: Annotated[StrictStr, AfterValidator(check_currency)]
 
     @model_validator(mode="after")

@@ -27,7 +27,7 @@ async def list_experts(
     query = select(Expert, Person).join(Person, Expert.person_id == Person.id).order_by(Expert.id)
     if online is not None:
         query = query.where(Expert.online.is_(online))
-    rows = [(expert, person) for expert, person in (await db.execute(query)).tuples()]
+    rows = [(expert, person) for expert, person in await db.execute(query)]
     # JSON-array membership is spelled differently per engine; the catalogue is small enough
     # to filter here, and the matcher keeps its own index for the hot path.
     return [

@@ -74,7 +74,7 @@ class EmbeddedRedis:
             "--unixsocketperm", "700",
             "--dir", str(self._data_dir),
             "--dbfilename", "dump.rdb",
-            "--save", "300 1 60 1000",
+            "--save", "300", "1", "--save", "60", "1000",
             "--appendonly", "no",
             "--daemonize", "no",
             "--loglevel", "warning",

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, ForeignKey, Numeric, String, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Numeric, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from concierge.model.base import Base, currency_column, enum_column, new_id, utcnow
@@ -39,7 +39,7 @@ class Business(Base):
     # None: the platform default (CONCIERGE_COMMISSION_PERCENT) applies.
     commission_percent: Mapped[Decimal | None] = mapped_column(Numeric(5, 2), default=None)
     sponsors_sessions: Mapped[bool] = mapped_column(default=False)
-    sponsorship_budget_amount: Mapped[int | None] = mapped_column(default=None)
+    sponsorship_budget_amount: Mapped[int | None] = mapped_column(BigInteger, default=None)
     sponsorship_currency: Mapped[str | None] = mapped_column(currency_column(), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, composite, mapped_column, relationship
 
 from concierge.hours import WeeklyHours
@@ -38,7 +38,7 @@ class Expert(Base):
     languages: Mapped[list[str]] = mapped_column(JSONDocument, default=list)
     pricing: Mapped[Pricing] = composite(
         mapped_column("pricing_mode", enum_column(PricingMode, "pricing_mode")),
-        mapped_column("price_amount"),
+        mapped_column("price_amount", BigInteger),
         mapped_column("price_currency", currency_column()),
     )
     time_zone: Mapped[str] = mapped_column(String(64))

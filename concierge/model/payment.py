@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from sqlalchemy import CheckConstraint, ForeignKey, String
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from concierge.model.base import Base, currency_column, enum_column, new_id, utcnow
@@ -43,7 +43,7 @@ class Payment(Base):
     )
     provider: Mapped[str] = mapped_column(String(32))
     provider_ref: Mapped[str | None] = mapped_column(String(255), default=None)
-    amount: Mapped[int]
+    amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(currency_column())
     # Derived from the session and the step, so a retried call can never move money twice.
     idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
@@ -67,7 +67,7 @@ class LedgerEntry(Base):
     # e.g. "customer:per_…", "expert:demo-001", "platform:commission", "provider:stripe"
     session: Mapped[Session | None] = relationship(foreign_keys=[session_id], lazy="raise")
     account: Mapped[str] = mapped_column(String(128), index=True)
-    amount: Mapped[int]  # signed minor units: debit positive, credit negative
+    amount: Mapped[int] = mapped_column(BigInteger)  # signed minor units: debit positive, credit negative
     currency: Mapped[str] = mapped_column(currency_column())
     memo: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from concierge.lifecycle import State
@@ -33,7 +33,7 @@ class HelpRequest(Base):
     category: Mapped[str | None] = mapped_column(String(32), default=None)
     # None means "now"; otherwise the moment the customer asked for, in UTC.
     wanted_at: Mapped[datetime | None] = mapped_column(default=None)
-    budget_amount: Mapped[int | None] = mapped_column(default=None)
+    budget_amount: Mapped[int | None] = mapped_column(BigInteger, default=None)
     budget_currency: Mapped[str | None] = mapped_column(currency_column(), default=None)
     community_id: Mapped[str | None] = mapped_column(
         ForeignKey("communities.id", ondelete="SET NULL"), default=None

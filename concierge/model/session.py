@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Numeric, String
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Numeric, String
 from sqlalchemy.orm import Mapped, composite, mapped_column, relationship
 
 from concierge.lifecycle import State
@@ -39,7 +39,7 @@ class Session(Base):
     expert: Mapped[Expert] = relationship(foreign_keys=[expert_id], lazy="raise")
     pricing: Mapped[Pricing] = composite(
         mapped_column("pricing_mode", enum_column(PricingMode, "pricing_mode")),
-        mapped_column("price_amount"),
+        mapped_column("price_amount", BigInteger),
         mapped_column("price_currency", currency_column()),
     )
     commission_percent: Mapped[Decimal] = mapped_column(Numeric(5, 2))

@@ -25,17 +25,13 @@ def upgrade() -> None:
         sa.Column(
             "scope",
             sa.Enum(
-                "roster_only",
-                "roster_first",
-                name="roster_scope",
-                native_enum=False,
-                create_constraint=True,
+                "roster_only", "roster_first", name="roster_scope", native_enum=False, create_constraint=True
             ),
             nullable=False,
         ),
         sa.Column("commission_percent", sa.Numeric(precision=5, scale=2), nullable=True),
         sa.Column("sponsors_sessions", sa.Boolean(), nullable=False),
-        sa.Column("sponsorship_budget_amount", sa.Integer(), nullable=True),
+        sa.Column("sponsorship_budget_amount", sa.BigInteger(), nullable=True),
         sa.Column("sponsorship_currency", sa.String(length=3), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint(
@@ -63,14 +59,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column(
             "channel",
-            sa.Enum(
-                "telegram",
-                "discord",
-                "web",
-                name="channel",
-                native_enum=False,
-                create_constraint=True,
-            ),
+            sa.Enum("telegram", "discord", "web", name="channel", native_enum=False, create_constraint=True),
             nullable=False,
         ),
         sa.Column("external_id", sa.String(length=128), nullable=False),
@@ -94,14 +83,7 @@ def upgrade() -> None:
         sa.Column("business_id", sa.String(length=32), nullable=False),
         sa.Column(
             "channel",
-            sa.Enum(
-                "telegram",
-                "discord",
-                "web",
-                name="channel",
-                native_enum=False,
-                create_constraint=True,
-            ),
+            sa.Enum("telegram", "discord", "web", name="channel", native_enum=False, create_constraint=True),
             nullable=False,
         ),
         sa.Column("external_id", sa.String(length=128), nullable=False),
@@ -151,7 +133,7 @@ def upgrade() -> None:
             ),
             nullable=False,
         ),
-        sa.Column("price_amount", sa.Integer(), nullable=False),
+        sa.Column("price_amount", sa.BigInteger(), nullable=False),
         sa.Column("price_currency", sa.String(length=3), nullable=False),
         sa.Column("time_zone", sa.String(length=64), nullable=False),
         sa.Column(
@@ -179,10 +161,7 @@ def upgrade() -> None:
             ondelete="SET NULL",
         ),
         sa.ForeignKeyConstraint(
-            ["person_id"],
-            ["persons.id"],
-            name=op.f("fk_experts_person_id_persons"),
-            ondelete="CASCADE",
+            ["person_id"], ["persons.id"], name=op.f("fk_experts_person_id_persons"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_experts")),
         sa.UniqueConstraint("person_id", name=op.f("uq_experts_person_id")),
@@ -217,7 +196,7 @@ def upgrade() -> None:
         sa.Column("language", sa.String(length=8), nullable=True),
         sa.Column("category", sa.String(length=32), nullable=True),
         sa.Column("wanted_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("budget_amount", sa.Integer(), nullable=True),
+        sa.Column("budget_amount", sa.BigInteger(), nullable=True),
         sa.Column("budget_currency", sa.String(length=3), nullable=True),
         sa.Column("community_id", sa.String(length=32), nullable=True),
         sa.Column(
@@ -247,8 +226,7 @@ def upgrade() -> None:
             name=op.f("ck_help_requests_budget_has_currency"),
         ),
         sa.CheckConstraint(
-            "budget_amount IS NULL OR budget_amount >= 0",
-            name=op.f("ck_help_requests_budget_not_negative"),
+            "budget_amount IS NULL OR budget_amount >= 0", name=op.f("ck_help_requests_budget_not_negative")
         ),
         sa.ForeignKeyConstraint(
             ["community_id"],
@@ -289,10 +267,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("answered_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
-            ["expert_id"],
-            ["experts.id"],
-            name=op.f("fk_offers_expert_id_experts"),
-            ondelete="CASCADE",
+            ["expert_id"], ["experts.id"], name=op.f("fk_offers_expert_id_experts"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
             ["request_id"],
@@ -324,7 +299,7 @@ def upgrade() -> None:
             ),
             nullable=False,
         ),
-        sa.Column("price_amount", sa.Integer(), nullable=False),
+        sa.Column("price_amount", sa.BigInteger(), nullable=False),
         sa.Column("price_currency", sa.String(length=3), nullable=False),
         sa.Column("commission_percent", sa.Numeric(precision=5, scale=2), nullable=False),
         sa.Column("scheduled_start", sa.DateTime(timezone=True), nullable=True),
@@ -383,7 +358,7 @@ def upgrade() -> None:
         sa.Column("transaction_id", sa.String(length=32), nullable=False),
         sa.Column("session_id", sa.String(length=32), nullable=True),
         sa.Column("account", sa.String(length=128), nullable=False),
-        sa.Column("amount", sa.Integer(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("memo", sa.String(length=255), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -500,7 +475,7 @@ def upgrade() -> None:
         ),
         sa.Column("provider", sa.String(length=32), nullable=False),
         sa.Column("provider_ref", sa.String(length=255), nullable=True),
-        sa.Column("amount", sa.Integer(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("idempotency_key", sa.String(length=128), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -530,10 +505,7 @@ def upgrade() -> None:
         sa.CheckConstraint("stars BETWEEN 1 AND 5", name=op.f("ck_reviews_stars_in_range")),
         sa.ForeignKeyConstraint(["author_id"], ["persons.id"], name=op.f("fk_reviews_author_id_persons")),
         sa.ForeignKeyConstraint(
-            ["session_id"],
-            ["sessions.id"],
-            name=op.f("fk_reviews_session_id_sessions"),
-            ondelete="CASCADE",
+            ["session_id"], ["sessions.id"], name=op.f("fk_reviews_session_id_sessions"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(["subject_id"], ["persons.id"], name=op.f("fk_reviews_subject_id_persons")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_reviews")),
