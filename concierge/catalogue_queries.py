@@ -10,11 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from concierge.model import Expert, Person
 
 
-async def experts_per_category(db: AsyncSession) -> dict[str, int]:
+async def experts_per_category(db: AsyncSession) -> tuple[int, dict[str, int]]:
+    """The number of listings, and how many list each category (a listing may list several)."""
     counts: Counter[str] = Counter()
+    total = 0
     for categories in await db.scalars(select(Expert.categories)):
         counts.update(categories)
-    return dict(counts)
+        total += 1
+    return total, dict(counts)
 
 
 async def list_experts(

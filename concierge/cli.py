@@ -52,8 +52,10 @@ def _run(coroutine: Callable[[], Awaitable[T]]) -> T:
 async def _with_errors(coroutine: Callable[[], Awaitable[T]]) -> T:
     try:
         return await coroutine()
-    except (SQLAlchemyError, OSError) as exc:
+    except SQLAlchemyError as exc:
         raise ConciergeError(f"database error: {type(exc).__name__}: {exc}") from exc
+    except OSError as exc:
+        raise ConciergeError(str(exc)) from exc
 
 
 @contextlib.asynccontextmanager

@@ -64,7 +64,7 @@ async def index(request: web.Request) -> web.Response:
     taxonomy = load_taxonomy()
     language = _preferred_language(request, taxonomy.languages)
     async with request.app[keys.SESSIONS]() as db:
-        counts = await experts_per_category(db)
+        total, counts = await experts_per_category(db)
     rows = "".join(
         f"<li><strong>{html.escape(category.label(language))}</strong> "
         f"<span>{counts.get(category.id, 0)}</span><br><small>"
@@ -78,7 +78,7 @@ async def index(request: web.Request) -> web.Response:
 <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem}}
 li{{margin:.5rem 0}} span{{float:right;color:#555}} small{{color:#666}}</style></head>
 <body><h1>Concierge</h1>
-<p>{sum(counts.values())} expert listings. <a href="/readyz">/readyz</a> ·
+<p>{total} expert listings. <a href="/readyz">/readyz</a> ·
 <a href="/metrics">/metrics</a></p><ul>{rows}</ul></body></html>"""
     return web.Response(text=page, content_type="text/html")
 
