@@ -38,7 +38,7 @@ format: $(VENV)/.installed-test
 
 # What a new user does: clone, `make test`, then `make run` until the service answers.
 fresh-check:
-	bench/fresh_clone_check.sh
+	.ci/fresh-clone-check
 
 clean:
 	rm -rf $(VENV) var *.egg-info .pytest_cache .mypy_cache .ruff_cache
