@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: run test lint format fresh-check clean
+.PHONY: run test lint format fresh-check clean bench-import
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Concierge needs Python 3.11 or newer: make PYTHON=python3.11 ...")'
@@ -42,3 +42,6 @@ fresh-check:
 
 clean:
 	rm -rf $(VENV) var *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+bench-import: $(VENV)/.installed-test
+	$(BIN)/python bench/import_bench.py

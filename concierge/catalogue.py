@@ -271,7 +271,6 @@ async def _upsert(
             if expert is None:
                 person = Person(display_name=line.name, locale=line.languages[0], time_zone=line.timezone)
                 db.add(person)
-                await db.flush()
                 db.add(Expert(id=line.id, person_id=person.id, **_listing_fields(line)))
                 report.created += 1
                 continue
