@@ -9,21 +9,14 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from concierge import migrate
+from concierge import migrate, routes
+from concierge.appkeys import EMBEDDED_REDIS, ENGINE, METRICS, REDIS, SESSIONS, SETTINGS
 from concierge.config import Settings
 from concierge.database import create_engine, redacted, session_factory
 from concierge.embedded_redis import EmbeddedRedis
 from concierge.errors import StorageError
 from concierge.metrics import Metrics
-
-SETTINGS = web.AppKey("settings", Settings)
-ENGINE = web.AppKey("engine", AsyncEngine)
-SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
-REDIS = web.AppKey("redis", aioredis.Redis)
-EMBEDDED_REDIS = web.AppKey("embedded_redis", EmbeddedRedis)
-METRICS = web.AppKey("metrics", Metrics)
 
 log = structlog.get_logger("concierge.app")
 
@@ -100,8 +93,6 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def create_app(settings: Settings) -> web.Application:
-    from concierge import routes  # handlers import the keys above
-
     app = web.Application(middlewares=[observe], client_max_size=1024**2)
     app[SETTINGS] = settings
     app[METRICS] = Metrics.create()

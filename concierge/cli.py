@@ -151,6 +151,24 @@ def db_current() -> None:
     click.echo(f"database: {_run(run) or 'empty'}; code: {migrate.head_revision()}")
 
 
+@db.command("revision")
+@click.option("-m", "--message", required=True, help="What the schema change does.")
+def db_revision(message: str) -> None:
+    """For developers: write a migration from the model's difference to a migrated database."""
+    settings = _settings()
+
+    async def run() -> None:
+        engine = create_engine(settings.database)
+        try:
+            if await migrate.current_revision(engine) != migrate.head_revision():
+                raise ConciergeError("migrate the database first: concierge db upgrade")
+            await migrate.autogenerate(engine, message)
+        finally:
+            await engine.dispose()
+
+    _run(run)
+
+
 @main.group()
 def experts() -> None:
     """Expert listings."""

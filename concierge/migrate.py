@@ -51,6 +51,11 @@ async def downgrade(engine: AsyncEngine, revision: str) -> None:
         await connection.run_sync(run)
 
 
-def autogenerate(engine_connection: Connection, message: str) -> None:
-    """Write a new revision from the difference between the models and the database."""
-    command.revision(_alembic_config(engine_connection), message=message, autogenerate=True)
+async def autogenerate(engine: AsyncEngine, message: str) -> None:
+    """Write a new revision file from the difference between the model and the database."""
+
+    def run(connection: Connection) -> None:
+        command.revision(_alembic_config(connection), message=message, autogenerate=True)
+
+    async with engine.begin() as connection:
+        await connection.run_sync(run)

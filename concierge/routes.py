@@ -8,7 +8,7 @@ import html
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from concierge import app as keys
+from concierge import appkeys as keys
 from concierge.catalogue_queries import experts_per_category
 from concierge.database import ping
 from concierge.errors import StorageError

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from concierge.app import EMBEDDED_REDIS, create_app
+from concierge.app import create_app
+from concierge.appkeys import EMBEDDED_REDIS
 from concierge.catalogue import import_experts
 from concierge.config import load_settings
 from concierge.database import create_engine, session_factory
