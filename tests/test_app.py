@@ -28,6 +28,14 @@ def configure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., 
     return apply
 
 
+@pytest.fixture
+def sqlite_copy(sqlite_template: Path, tmp_path: Path) -> Path:
+    """A migrated SQLite file of this test's own."""
+    database = tmp_path / "app.db"
+    database.write_bytes(sqlite_template.read_bytes())
+    return database
+
+
 async def started() -> TestClient:
     client = TestClient(TestServer(create_app(load_settings())))
     await client.start_server()
@@ -39,11 +47,9 @@ def pid_alive(pid: int) -> bool:
 
 
 async def test_embedded_defaults_are_ready_and_clean_up(
-    configure: Callable[..., None], sqlite_template: Path, tmp_path: Path
+    configure: Callable[..., None], sqlite_copy: Path
 ) -> None:
-    database = tmp_path / "app.db"
-    database.write_bytes(sqlite_template.read_bytes())
-    configure(database_url=f"sqlite:///{database}")
+    configure(database_url=f"sqlite:///{sqlite_copy}")
     client = await started()
     try:
         embedded = client.app[EMBEDDED_REDIS]
@@ -86,12 +92,8 @@ async def test_ready_against_external_servers(
         await client.close()
 
 
-async def test_not_ready_when_redis_is_down(
-    configure: Callable[..., None], sqlite_template: Path, tmp_path: Path
-) -> None:
-    database = tmp_path / "app.db"
-    database.write_bytes(sqlite_template.read_bytes())
-    configure(database_url=f"sqlite:///{database}", redis_url=f"redis://127.0.0.1:{free_port()}/0")
+async def test_not_ready_when_redis_is_down(configure: Callable[..., None], sqlite_copy: Path) -> None:
+    configure(database_url=f"sqlite:///{sqlite_copy}", redis_url=f"redis://127.0.0.1:{free_port()}/0")
     client = await started()
     try:
         ready = await client.get("/readyz")
@@ -129,14 +131,12 @@ async def test_an_unmigrated_database_stops_the_start(configure: Callable[..., N
 
 
 async def test_landing_page_lists_categories_in_the_visitors_language(
-    configure: Callable[..., None], sqlite_template: Path, tmp_path: Path
+    configure: Callable[..., None], sqlite_copy: Path
 ) -> None:
-    database = tmp_path / "app.db"
-    database.write_bytes(sqlite_template.read_bytes())
-    engine = create_engine(f"sqlite+aiosqlite:///{database}")
+    engine = create_engine(f"sqlite+aiosqlite:///{sqlite_copy}")
     report = await import_experts(session_factory(engine), demo_catalogue_path())
     await engine.dispose()
-    configure(database_url=f"sqlite:///{database}")
+    configure(database_url=f"sqlite:///{sqlite_copy}")
     client = await started()
     try:
         japanese = await (await client.get("/", headers={"Accept-Language": "ja-JP,en;q=0.5"})).text()
