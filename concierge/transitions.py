@@ -25,7 +25,6 @@ from concierge.model import (
     Offer,
     OfferStatus,
     Session,
-    new_id,
     utcnow,
 )
 from concierge.money import Money
@@ -126,25 +125,22 @@ class Lifecycle:
             )
             if offer is None or offer.status is not OfferStatus.PENDING:
                 raise DomainError(f"request {request_id} is not offered to expert {expert_id}")
-            session_id = new_id("ses")
-            await self._advance_request(db, request_id, Event.CLAIM, session_id=session_id)
             now = self._clock()
-            db.add(
-                Session(
-                    id=session_id,
-                    request_id=request_id,
-                    customer_id=request.customer_id,
-                    expert_id=expert_id,
-                    pricing=expert.pricing,
-                    commission_percent=commission_percent,
-                    scheduled_start=scheduled_start,
-                    scheduled_end=scheduled_end,
-                    state=State.CLAIMED,
-                    recorded=recorded,
-                    created_at=now,
-                    updated_at=now,
-                )
+            session = Session(
+                request_id=request_id,
+                customer_id=request.customer_id,
+                expert_id=expert_id,
+                pricing=expert.pricing,
+                commission_percent=commission_percent,
+                scheduled_start=scheduled_start,
+                scheduled_end=scheduled_end,
+                state=State.CLAIMED,
+                recorded=recorded,
+                created_at=now,
+                updated_at=now,
             )
+            await self._advance_request(db, request_id, Event.CLAIM, session_id=session.id)
+            db.add(session)
             await db.execute(
                 update(Offer)
                 .where(
@@ -157,7 +153,7 @@ class Lifecycle:
             )
             offer.status = OfferStatus.ACCEPTED
             offer.answered_at = now
-            return await self._session(db, session_id)
+        return session
 
     async def request_payment(self, session_id: str) -> None:
         async with self._sessions.begin() as db:
