@@ -245,7 +245,11 @@ async def import_experts(sessions: async_sessionmaker[AsyncSession], path: Path)
 def _bounded_lines(handle: Any) -> Iterator[bytes]:
     """Lines without their line ending; an oversized line is cut short (and then rejected)."""
     limit = MAX_LINE_BYTES + 2  # room for the content plus "\r\n"
+    first = True
     while line := handle.readline(limit):
+        if first:
+            line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark from an editor
+            first = False
         if len(line) == limit and not line.endswith(b"\n"):
             while (rest := handle.readline(limit)) and not rest.endswith(b"\n"):
                 pass  # skip the remainder of an oversized line

@@ -24,10 +24,12 @@ from concierge.config import Settings, load_settings
 from concierge.database import create_engine, redacted, session_factory
 from concierge.errors import ConciergeError, ConfigError
 from concierge.invites import create_invite, display_code
+from concierge.languages import check_language
 from concierge.logs import configure_logging
 from concierge.money import Money, format_money
 from concierge.pricing import PricingMode
 from knowledge.demo import demo_catalogue_path
+from knowledge.taxonomy import load_taxonomy
 
 T = TypeVar("T")
 
@@ -64,7 +66,13 @@ async def _database(
 ) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     engine = create_engine(settings.database)
     try:
-        if require_schema and await migrate.current_revision(engine) != migrate.head_revision():
+        try:
+            revision = await migrate.current_revision(engine)
+        except (SQLAlchemyError, OSError) as exc:
+            raise ConciergeError(
+                f"cannot reach the database at {redacted(settings.database)}: {exc}"
+            ) from exc
+        if require_schema and revision != migrate.head_revision():
             raise ConciergeError(
                 f"the database at {redacted(settings.database)} is not migrated: "
                 "run `concierge db upgrade` first"
@@ -205,9 +213,23 @@ def _report(report: ImportReport, as_json: bool) -> None:
         sys.exit(1)
 
 
+def _category(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    known = load_taxonomy().ids
+    if value is not None and value not in known:
+        raise click.BadParameter(f"unknown category; use one of {', '.join(sorted(known))}")
+    return value
+
+
+def _language(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    try:
+        return None if value is None else check_language(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @experts.command("list")
-@click.option("--category", help="Only listings in this category id.")
-@click.option("--language", help="Only listings in this ISO 639-1 language.")
+@click.option("--category", callback=_category, help="Only listings in this category id.")
+@click.option("--language", callback=_language, help="Only listings in this ISO 639-1 language.")
 @click.option("--online/--offline", default=None, help="Only online (or offline) experts.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def experts_list(category: str | None, language: str | None, online: bool | None, as_json: bool) -> None:

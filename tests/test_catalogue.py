@@ -20,6 +20,7 @@ from concierge.model import Expert, Person
 from concierge.pricing import PricingMode
 from knowledge.demo import demo_catalogue_path
 from knowledge.taxonomy import load_taxonomy
+from tests.conftest import free_port
 
 
 def expert(**changes: Any) -> dict[str, Any]:
@@ -170,6 +171,40 @@ def test_import_reports_bad_lines_and_imports_the_rest(
     text = cli_env.invoke(main, ["experts", "list", "--language", "de"])
     assert text.stdout.splitlines()[0].startswith("good-2")
     assert "free" in text.stdout
+
+
+def test_a_byte_order_mark_and_windows_line_endings_are_accepted(cli_env: CliRunner, tmp_path: Path) -> None:
+    source = tmp_path / "from-windows.jsonl"
+    source.write_bytes(
+        b"\xef\xbb\xbf"
+        + as_line(expert(id="w1")).encode()
+        + b"\r\n"
+        + as_line(expert(id="w2")).encode()
+        + b"\r\n"
+    )
+    result = cli_env.invoke(main, ["experts", "import", "--json", str(source)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["created"] == 2
+
+
+def test_listing_filters_are_checked(cli_env: CliRunner) -> None:
+    unknown = cli_env.invoke(main, ["experts", "list", "--category", "astrology"])
+    assert unknown.exit_code == 2
+    assert "unknown category" in unknown.output
+    bad_language = cli_env.invoke(main, ["experts", "list", "--language", "french"])
+    assert bad_language.exit_code == 2
+    assert "two-letter" in bad_language.output
+
+
+def test_an_unreachable_database_is_named_without_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONCIERGE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CONCIERGE_DATABASE_URL", f"postgresql://app:pa55@127.0.0.1:{free_port()}/x")
+    result = CliRunner().invoke(main, ["experts", "list"])
+    assert result.exit_code == 1
+    assert "cannot reach the database at postgresql+asyncpg://app:***@127.0.0.1" in result.output
+    assert "pa55" not in result.output
 
 
 def test_import_is_an_idempotent_upsert_by_id(
