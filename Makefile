@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	# The CPU build of PyTorch first: unpinned, pip would pick a multi-GB CUDA build.
+	$(PIP) install torch==2.13.0
 	$(PIP) install -e '.[test]'
 	@touch $@ $(VENV)/.installed
 

@@ -27,7 +27,11 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from concierge.errors import ConfigError
+from concierge.languages import check_language
 from concierge.money import check_currency
+from matcher.embedders import EMBEDDERS
+from matcher.language import DEFAULT_LANGUAGES, detectable
+from matcher.ranking import Weights
 
 ENV_PREFIX = "CONCIERGE_"
 # Variables with this prefix belong to the test suite, not to the service.
@@ -72,6 +76,28 @@ def _check_redis_url(url: str) -> str:
     return url
 
 
+def _check_embedder(spec: str) -> str:
+    if spec in {"use", "e5", "minilm"} or (spec.startswith("sentence-transformers:") and spec[22:]):
+        return spec
+    raise ValueError(f"use one of {', '.join(EMBEDDERS)}")
+
+
+def _check_weights(text: str) -> str:
+    Weights.parse(text)
+    return text
+
+
+def _check_detector_languages(text: str) -> str:
+    codes = text.replace(",", " ").split()
+    if len(codes) < 2:
+        raise ValueError("name at least two ISO 639-1 codes")
+    for code in codes:
+        check_language(code)
+        if not detectable(code):
+            raise ValueError(f"the language detector cannot detect {code!r}")
+    return text
+
+
 def _check_public_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
@@ -101,6 +127,19 @@ class Settings(BaseSettings):
     default_currency: Annotated[str, AfterValidator(check_currency)] = "EUR"
     log_level: LogLevel = LogLevel.INFO
     log_format: LogFormat = LogFormat.AUTO
+    embedder: Annotated[str, AfterValidator(_check_embedder)] = "use"
+    match_weights: Annotated[str, AfterValidator(_check_weights)] = ""
+    matcher_languages: Annotated[str, AfterValidator(_check_detector_languages)] = " ".join(DEFAULT_LANGUAGES)
+    matcher_exact_limit: int = Field(default=20_000, ge=1, le=10_000_000)
+    matcher_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+
+    @property
+    def weights(self) -> Weights:
+        return Weights.parse(self.match_weights)
+
+    @property
+    def detector_languages(self) -> list[str]:
+        return self.matcher_languages.replace(",", " ").split()
 
     @field_validator("secret_key")
     @classmethod

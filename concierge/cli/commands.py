@@ -1,85 +1,31 @@
-"""The `concierge` command: serve, migrate, import and list experts, invite, load the demo."""
+"""The `concierge` commands: serve, migrate, import and list experts, invite, load the demo."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from aiohttp import web
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from concierge import migrate
 from concierge.app import create_app
 from concierge.catalogue import ImportReport, import_experts
 from concierge.catalogue_queries import list_experts
-from concierge.config import Settings, load_settings
-from concierge.database import create_engine, redacted, session_factory
-from concierge.errors import ConciergeError, ConfigError
+from concierge.cli.common import database, run, settings_or_exit
+from concierge.config import Settings
+from concierge.database import create_engine, redacted
+from concierge.errors import ConciergeError
 from concierge.invites import create_invite, display_code
 from concierge.languages import check_language
-from concierge.logs import configure_logging
 from concierge.money import Money, format_money
 from concierge.pricing import PricingMode
 from knowledge.demo import demo_catalogue_path
 from knowledge.taxonomy import load_taxonomy
-
-T = TypeVar("T")
-
-
-def _settings() -> Settings:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        click.echo(f"concierge: {exc}", err=True)
-        sys.exit(2)
-    configure_logging(settings)
-    return settings
-
-
-def _run(coroutine: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return asyncio.run(_with_errors(coroutine))
-    except ConciergeError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-async def _with_errors(coroutine: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await coroutine()
-    except SQLAlchemyError as exc:
-        raise ConciergeError(f"database error: {type(exc).__name__}: {exc}") from exc
-    except OSError as exc:
-        raise ConciergeError(str(exc)) from exc
-
-
-@contextlib.asynccontextmanager
-async def _database(
-    settings: Settings, *, require_schema: bool = True
-) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(settings.database)
-    try:
-        try:
-            revision = await migrate.current_revision(engine)
-        except (SQLAlchemyError, OSError) as exc:
-            raise ConciergeError(
-                f"cannot reach the database at {redacted(settings.database)}: {exc}"
-            ) from exc
-        if require_schema and revision != migrate.head_revision():
-            raise ConciergeError(
-                f"the database at {redacted(settings.database)} is not migrated: "
-                "run `concierge db upgrade` first"
-            )
-        yield session_factory(engine)
-    finally:
-        await engine.dispose()
 
 
 @click.group()
@@ -91,8 +37,8 @@ def main() -> None:
 @main.command()
 def serve() -> None:
     """Start the service (HTTP on CONCIERGE_HTTP_HOST:CONCIERGE_HTTP_PORT)."""
-    settings = _settings()
-    _run(lambda: _serve(settings))
+    settings = settings_or_exit()
+    run(lambda: _serve(settings))
 
 
 async def _serve(settings: Settings) -> None:
@@ -130,9 +76,9 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Create or migrate the schema (safe to run repeatedly)."""
-    settings = _settings()
+    settings = settings_or_exit()
 
-    async def run() -> str | None:
+    async def run_command() -> str | None:
         engine = create_engine(settings.database)
         try:
             await migrate.upgrade(engine, revision)
@@ -140,32 +86,32 @@ def db_upgrade(revision: str) -> None:
         finally:
             await engine.dispose()
 
-    current = _run(run)
+    current = run(run_command)
     click.echo(f"database {redacted(settings.database)} is at revision {current}")
 
 
 @db.command("current")
 def db_current() -> None:
     """Print the schema revision of the database and of the code."""
-    settings = _settings()
+    settings = settings_or_exit()
 
-    async def run() -> str | None:
+    async def run_command() -> str | None:
         engine = create_engine(settings.database)
         try:
             return await migrate.current_revision(engine)
         finally:
             await engine.dispose()
 
-    click.echo(f"database: {_run(run) or 'empty'}; code: {migrate.head_revision()}")
+    click.echo(f"database: {run(run_command) or 'empty'}; code: {migrate.head_revision()}")
 
 
 @db.command("revision")
 @click.option("-m", "--message", required=True, help="What the schema change does.")
 def db_revision(message: str) -> None:
     """For developers: write a migration from the model's difference to a migrated database."""
-    settings = _settings()
+    settings = settings_or_exit()
 
-    async def run() -> None:
+    async def run_command() -> None:
         engine = create_engine(settings.database)
         try:
             if await migrate.current_revision(engine) != migrate.head_revision():
@@ -174,7 +120,7 @@ def db_revision(message: str) -> None:
         finally:
             await engine.dispose()
 
-    _run(run)
+    run(run_command)
 
 
 @main.group()
@@ -190,13 +136,13 @@ def experts_import(path: Path, as_json: bool) -> None:
 
     Exits 1 when any line was rejected (the valid lines are imported all the same).
     """
-    settings = _settings()
+    settings = settings_or_exit()
 
-    async def run() -> ImportReport:
-        async with _database(settings) as sessions:
+    async def run_command() -> ImportReport:
+        async with database(settings) as sessions:
             return await import_experts(sessions, path)
 
-    _report(_run(run), as_json)
+    _report(run(run_command), as_json)
 
 
 def _report(report: ImportReport, as_json: bool) -> None:
@@ -234,10 +180,10 @@ def _language(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def experts_list(category: str | None, language: str | None, online: bool | None, as_json: bool) -> None:
     """List expert listings."""
-    settings = _settings()
+    settings = settings_or_exit()
 
-    async def run() -> list[dict[str, Any]]:
-        async with _database(settings) as sessions, sessions() as db:
+    async def run_command() -> list[dict[str, Any]]:
+        async with database(settings) as sessions, sessions() as db:
             rows = await list_experts(db, category=category, language=language, online=online)
         return [
             {
@@ -252,7 +198,7 @@ def experts_list(category: str | None, language: str | None, online: bool | None
             for expert, person in rows
         ]
 
-    rows = _run(run)
+    rows = run(run_command)
     if as_json:
         for row in rows:
             click.echo(json.dumps(row, ensure_ascii=False))
@@ -293,10 +239,10 @@ def invite() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def invite_create(business_id: str | None, uses: int, expires_days: int, as_json: bool) -> None:
     """Create an invitation code an expert redeems with /expert CODE."""
-    settings = _settings()
+    settings = settings_or_exit()
 
-    async def run() -> dict[str, Any]:
-        async with _database(settings) as sessions:
+    async def run_command() -> dict[str, Any]:
+        async with database(settings) as sessions:
             code = await create_invite(
                 sessions,
                 business_id=business_id,
@@ -310,7 +256,7 @@ def invite_create(business_id: str | None, uses: int, expires_days: int, as_json
             "expires_at": code.expires_at.isoformat() if code.expires_at else None,
         }
 
-    result = _run(run)
+    result = run(run_command)
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -326,10 +272,10 @@ def demo() -> None:
 @demo.command("load")
 def demo_load() -> None:
     """Load the fictional demo experts (idempotent)."""
-    settings = _settings()
+    settings = settings_or_exit()
 
-    async def run() -> ImportReport:
-        async with _database(settings) as sessions:
+    async def run_command() -> ImportReport:
+        async with database(settings) as sessions:
             return await import_experts(sessions, demo_catalogue_path())
 
-    _report(_run(run), as_json=False)
+    _report(run(run_command), as_json=False)

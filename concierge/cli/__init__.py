@@ -1,0 +1,6 @@
+"""The `concierge` command line; each module adds its commands to `main`."""
+
+from concierge.cli import match as _match  # noqa: F401 - registers `concierge match`
+from concierge.cli.commands import main
+
+__all__ = ["main"]

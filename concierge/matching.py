@@ -1,0 +1,70 @@
+"""The core's side of matching: build the matcher from the settings and feed it the catalogue.
+
+The matcher knows nothing of the database; this module turns expert rows (with their offer
+history and whether they are in a session right now) into matcher listings.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from concierge.config import Settings
+from concierge.lifecycle import State
+from concierge.model import Expert, Offer, OfferStatus, Session
+from knowledge.taxonomy import load_taxonomy
+from matcher.embedders import create_embedder
+from matcher.engine import Matcher
+from matcher.language import LanguageDetectorPort
+from matcher.listing import Listing
+
+_ANSWERED = (OfferStatus.ACCEPTED, OfferStatus.DECLINED, OfferStatus.TIMED_OUT)
+
+
+def build_matcher(settings: Settings) -> Matcher:
+    """Load the embedding model and the language detector (seconds: do it once per process)."""
+    return Matcher(
+        create_embedder(settings.embedder, settings.matcher_threads),
+        LanguageDetectorPort(settings.detector_languages),
+        load_taxonomy(),
+        weights=settings.weights,
+        exact_limit=settings.matcher_exact_limit,
+        index_dir=settings.data_dir / "index",
+    )
+
+
+async def load_listings(db: AsyncSession) -> list[Listing]:
+    offers: dict[str, dict[OfferStatus, int]] = defaultdict(dict)
+    for expert_id, status, count in await db.execute(
+        select(Offer.expert_id, Offer.status, func.count()).group_by(Offer.expert_id, Offer.status)
+    ):
+        offers[expert_id][status] = count
+    busy = set(await db.scalars(select(Session.expert_id).where(Session.state == State.LIVE)))
+    listings = []
+    for expert in await db.scalars(select(Expert).order_by(Expert.id)):
+        history = offers.get(expert.id, {})
+        listings.append(
+            Listing(
+                id=expert.id,
+                headline=expert.headline,
+                bio=expert.bio,
+                skills=tuple(expert.skills),
+                categories=tuple(expert.categories),
+                languages=tuple(expert.languages),
+                pricing_mode=expert.pricing.mode.value,
+                price_amount=expert.pricing.amount,
+                currency=expert.pricing.currency,
+                timezone=expert.time_zone,
+                hours={day: [(r.start, r.end) for r in ranges] for day, ranges in expert.hours.days.items()},
+                online=expert.online,
+                busy=expert.id in busy,
+                rating_count=expert.rating_count,
+                rating_total=expert.rating_total,
+                offers_accepted=history.get(OfferStatus.ACCEPTED, 0),
+                offers_answered=sum(history.get(status, 0) for status in _ANSWERED),
+                business_id=expert.business_id,
+            )
+        )
+    return listings

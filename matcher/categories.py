@@ -1,0 +1,87 @@
+"""Which taxonomy category a request belongs to, from embedding similarity.
+
+Two signals: the request against the taxonomy's example requests, labels and descriptions in
+every UI language (mean of the closest few per category, softmaxed), and the categories of the
+listings closest to the request (the expert-side signal). Below `threshold` the answer is
+"unsure" so that the dialogue asks instead of guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from knowledge.taxonomy import Taxonomy
+from matcher.embedders import Embedder
+
+_NEIGHBOURS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryGuess:
+    category: str | None  # None: unsure
+    confidence: float
+    best: str  # the top category even when unsure, for the dialogue to suggest
+    scores: Mapping[str, float]
+
+
+class CategoryClassifier:
+    def __init__(
+        self,
+        embedder: Embedder,
+        taxonomy: Taxonomy,
+        *,
+        threshold: float = 0.4,
+        temperature: float = 0.04,
+        expert_weight: float = 0.3,
+    ) -> None:
+        self.names = [category.id for category in taxonomy.categories]
+        texts: list[str] = []
+        owners: list[int] = []
+        for index, category in enumerate(taxonomy.categories):
+            for language in taxonomy.languages:
+                for text in (
+                    category.label(language),
+                    category.description(language),
+                    *category.examples.get(language, ()),
+                ):
+                    texts.append(text)
+                    owners.append(index)
+        self._vectors = embedder.embed_passages(texts)
+        self._owners = np.asarray(owners)
+        self.threshold = threshold
+        self.temperature = temperature
+        self.expert_weight = expert_weight
+
+    def example_scores(self, query: NDArray[np.float32]) -> NDArray[np.float64]:
+        similarities = self._vectors @ query
+        per_category = np.empty(len(self.names))
+        for index in range(len(self.names)):
+            mine = np.sort(similarities[self._owners == index])[-_NEIGHBOURS:]
+            per_category[index] = mine.mean()
+        logits = (per_category - per_category.max()) / self.temperature
+        weights = np.exp(logits)
+        probabilities: NDArray[np.float64] = weights / weights.sum()
+        return probabilities
+
+    def classify(
+        self, query: NDArray[np.float32], expert_votes: Mapping[str, float] | None = None
+    ) -> CategoryGuess:
+        probabilities = self.example_scores(query)
+        if expert_votes:
+            total = sum(expert_votes.values())
+            if total > 0:
+                votes = np.asarray([expert_votes.get(name, 0.0) / total for name in self.names])
+                probabilities = (1 - self.expert_weight) * probabilities + self.expert_weight * votes
+        order = np.argsort(-probabilities)
+        best = self.names[order[0]]
+        confidence = float(probabilities[order[0]])
+        return CategoryGuess(
+            category=best if confidence >= self.threshold else None,
+            confidence=round(confidence, 4),
+            best=best,
+            scores={self.names[i]: round(float(probabilities[i]), 4) for i in order[:3]},
+        )

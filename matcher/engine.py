@@ -1,0 +1,290 @@
+"""The matcher: understand a request, filter the listings that may take it, rank the rest."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from knowledge.taxonomy import Taxonomy
+from matcher.budget import parse_budget
+from matcher.categories import CategoryClassifier
+from matcher.embedders import Embedder
+from matcher.errors import IndexCorrupt
+from matcher.facets import PRICING_MODES, Facets
+from matcher.index import ExpertIndex
+from matcher.language import LanguageDetectorPort, LanguageGuess, LanguageSource
+from matcher.listing import Listing
+from matcher.ranking import Priors, Weights, bayesian_rating, combine, price_fit, responsiveness
+from matcher.understanding import Understanding, clean
+from matcher.when import parse_when
+
+_RETRIEVE = 100  # semantic candidates re-ranked with every factor
+_VOTERS = 20  # nearest listings whose categories vote on the request's category
+_EMBED_BATCH = 512
+
+
+class NoExperts(StrEnum):
+    """Why a result has no experts; the dialogue explains or widens the search."""
+
+    CANNOT_UNDERSTAND = "cannot_understand"
+    EMPTY_CATALOGUE = "empty_catalogue"
+    NONE_AVAILABLE = "none_available"
+
+
+@dataclass(frozen=True, slots=True)
+class MatchQuery:
+    text: str
+    locale: str = "en"  # the person's language when the text does not tell
+    timezone: str = "UTC"
+    currency: str = "EUR"
+    now: datetime | None = None
+    language: str | None = None  # forced language (the dialogue knows it)
+    at: datetime | None = None  # forced time, overriding what the text says
+    top: int = 3
+    include_offline: bool = False  # skip the availability filter
+    accept_english: bool = False
+    any_language: bool = False  # skip the language filter (evaluation, operators)
+    business_id: str | None = None
+    business_only: bool = False  # only that business's experts (else: theirs first)
+    blocked: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class RankedExpert:
+    id: str
+    score: float
+    reasons: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "score": round(self.score, 4), "reasons": self.reasons}
+
+
+@dataclass(frozen=True, slots=True)
+class MatchResult:
+    understanding: Understanding
+    experts: list[RankedExpert] = field(default_factory=list)
+    no_experts: NoExperts | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        u = self.understanding
+        return {
+            "language": u.language.code if u.language else None,
+            "language_source": u.language.source.value if u.language else None,
+            "category": u.category.category if u.category else None,
+            "category_confidence": u.category.confidence if u.category else None,
+            "when": u.when.isoformat() if u.when else None,
+            "budget": u.budget.to_json() if u.budget else None,
+            "problem": u.problem.value if u.problem else None,
+            "experts": [expert.to_json() for expert in self.experts],
+            "no_experts": self.no_experts.value if self.no_experts else None,
+        }
+
+
+@dataclass(slots=True)
+class SyncReport:
+    embedded: int = 0
+    removed: int = 0
+    listings: int = 0
+
+
+class Matcher:
+    def __init__(
+        self,
+        embedder: Embedder,
+        detector: LanguageDetectorPort,
+        taxonomy: Taxonomy,
+        *,
+        weights: Weights | None = None,
+        priors: Priors | None = None,
+        exact_limit: int = 20_000,
+        index_dir: Path | None = None,
+    ) -> None:
+        self.embedder = embedder
+        self.detector = detector
+        self.taxonomy = taxonomy
+        self.weights = weights or Weights()
+        self.priors = priors or Priors()
+        self.classifier = CategoryClassifier(embedder, taxonomy)
+        self._index_dir = index_dir
+        self._exact_limit = exact_limit
+        self.index = self._load_index()
+        self._listings: dict[str, Listing] = {}
+        self._facets = Facets([c.id for c in taxonomy.categories])
+
+    def _load_index(self) -> ExpertIndex:
+        if self._index_dir is not None:
+            try:
+                return ExpertIndex.load(
+                    self._index_dir,
+                    embedder=self.embedder.name,
+                    dim=self.embedder.dim,
+                    exact_limit=self._exact_limit,
+                )
+            except IndexCorrupt:
+                pass  # rebuilt from the catalogue by the first sync
+        return ExpertIndex(self.embedder.dim, exact_limit=self._exact_limit)
+
+    # ------------------------------------------------------------------ catalogue
+
+    def sync(self, listings: Iterable[Listing], *, progress: bool = False) -> SyncReport:
+        """Make the index and the facts match `listings`: embed only what changed."""
+        wanted = {listing.id: listing for listing in listings}
+        stale = [item for item in wanted.values() if self.index.fingerprint(item.id) != item.fingerprint]
+        report = SyncReport(listings=len(wanted))
+        gone = [listing_id for listing_id in self.index.listing_ids() if listing_id not in wanted]
+        report.removed = self.index.remove(gone)
+        bar = tqdm(
+            total=len(stale),
+            desc="embedding listings",
+            unit="listing",
+            disable=not progress or len(stale) < 1000,
+        )
+        for start in range(0, len(stale), _EMBED_BATCH):
+            chunk = stale[start : start + _EMBED_BATCH]
+            vectors = self.embedder.embed_passages([item.text for item in chunk])
+            report.embedded += self.index.upsert(
+                [(item.id, item.fingerprint, v) for item, v in zip(chunk, vectors, strict=True)]
+            )
+            bar.update(len(chunk))
+        bar.close()
+        self._listings = wanted
+        self._rebuild_facets()
+        if self._index_dir is not None and (report.embedded or report.removed):
+            self.index.save(self._index_dir, embedder=self.embedder.name)
+        return report
+
+    def _rebuild_facets(self) -> None:
+        facets = Facets([c.id for c in self.taxonomy.categories], capacity=max(1024, self.index.size))
+        for listing_id, listing in self._listings.items():
+            position = self.index.position(listing_id)
+            if position is not None:
+                facets.set(position, listing)
+        # Tombstones keep default rows (offline, no language, no hours): every filter drops them.
+        facets.extend_to(self.index.size)
+        self._facets = facets
+
+    # ------------------------------------------------------------------ requests
+
+    def understand(self, query: MatchQuery) -> tuple[Understanding, NDArray[np.float32] | None]:
+        text, problem = clean(query.text)
+        if problem is not None:
+            return Understanding(text=text, problem=problem), None
+        now = query.now or datetime.now(ZoneInfo("UTC"))
+        if query.language:
+            language = LanguageGuess(query.language, 1.0, LanguageSource.LOCALE)
+        else:
+            language = self.detector.detect(text, fallback=query.locale)
+        vector = self.embedder.embed_queries([text])[0]
+        votes = self._expert_votes(vector)
+        category = self.classifier.classify(vector, votes)
+        zone = _zone_or_utc(query.timezone)
+        when = query.at or parse_when(text, language.code, zone, now)
+        budget = parse_budget(text, language.code, query.currency)
+        return Understanding(text, None, language, category, when, budget), vector
+
+    def _expert_votes(self, vector: NDArray[np.float32]) -> dict[str, float]:
+        votes: dict[str, float] = {}
+        for position, similarity in self.index.search(vector, _VOTERS):
+            weight = math.exp(similarity / 0.05)
+            for name in self._facets.categories_of(position):
+                votes[name] = votes.get(name, 0.0) + weight
+        return votes
+
+    def match(self, query: MatchQuery) -> MatchResult:
+        understanding, vector = self.understand(query)
+        if vector is None or understanding.language is None:
+            return MatchResult(understanding, no_experts=NoExperts.CANNOT_UNDERSTAND)
+        if len(self.index) == 0:
+            return MatchResult(understanding, no_experts=NoExperts.EMPTY_CATALOGUE)
+        allowed = self._hard_filters(query, understanding)
+        found = self.index.search(vector, max(_RETRIEVE, query.top), allowed)
+        if not found:
+            return MatchResult(understanding, no_experts=NoExperts.NONE_AVAILABLE)
+        ranked = self._rank(found, query, understanding)
+        return MatchResult(understanding, ranked[: query.top])
+
+    def _hard_filters(self, query: MatchQuery, understanding: Understanding) -> NDArray[np.bool_]:
+        facets = self._facets
+        rows = self.index.size
+        allowed = np.ones(rows, dtype=bool)
+        if not query.include_offline:
+            moment = understanding.when
+            if moment is None:  # now: online, within hours, not in a session
+                allowed &= facets.column("online")[:rows].astype(bool)
+                allowed &= ~facets.column("busy")[:rows].astype(bool)
+                moment = query.now or datetime.now(ZoneInfo("UTC"))
+            allowed &= facets.open_at(moment)[:rows]
+        if not query.any_language and understanding.language is not None:
+            speaks = facets.speaks(understanding.language.code)
+            if query.accept_english:
+                speaks |= facets.speaks("en")
+            allowed &= speaks[:rows]
+        if query.business_id is not None and query.business_only:
+            allowed &= facets.in_business(query.business_id)[:rows]
+        for listing_id in query.blocked:
+            position = self.index.position(listing_id)
+            if position is not None:
+                allowed[position] = False
+        return allowed
+
+    def _rank(
+        self, found: Sequence[tuple[int, float]], query: MatchQuery, understanding: Understanding
+    ) -> list[RankedExpert]:
+        facets = self._facets
+        category = understanding.category.category if understanding.category else None
+        language = understanding.language.code if understanding.language else query.locale
+        budget = (
+            (understanding.budget.amount, understanding.budget.currency) if understanding.budget else None
+        )
+        home = facets.businesses.index(query.business_id) if query.business_id in facets.businesses else None
+        ranked: list[tuple[bool, RankedExpert]] = []
+        for position, similarity in found:
+            categories = facets.categories_of(position)
+            languages = facets.languages_of(position)
+            stars = bayesian_rating(
+                int(facets.column("rating_count")[position]),
+                int(facets.column("rating_total")[position]),
+                self.priors,
+            )
+            factors = {
+                "semantic": min(1.0, max(0.0, similarity)),
+                "category": 0.5 if category is None else float(category in categories),
+                "language": 1.0 if language in languages else 0.5 if "en" in languages else 0.0,
+                "rating": (stars - 1) / 4,
+                "price": price_fit(
+                    PRICING_MODES[int(facets.column("mode")[position])],
+                    int(facets.column("price")[position]),
+                    facets.currencies[int(facets.column("currency")[position])],
+                    budget,
+                    self.priors,
+                ),
+                "responsiveness": responsiveness(
+                    int(facets.column("accepted")[position]),
+                    int(facets.column("answered")[position]),
+                    self.priors,
+                ),
+            }
+            score = combine(factors, self.weights)
+            reasons = {name: round(value, 3) for name, value in factors.items()} | {"stars": round(stars, 2)}
+            in_home = home is not None and int(facets.column("business")[position]) == home
+            ranked.append((in_home, RankedExpert(facets.ids[position], score, reasons)))
+        # A community's own experts come first; within each group, the score decides.
+        ranked.sort(key=lambda item: (not item[0], -item[1].score))
+        return [expert for _, expert in ranked]
+
+
+def _zone_or_utc(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError):
+        return ZoneInfo("UTC")

@@ -1,0 +1,234 @@
+"""A faiss index over listing embeddings, updated in place as listings change.
+
+Vectors live at positions; a listing that changes gets a new position and its old one becomes a
+tombstone, so an update never rebuilds the index. Tombstones are compacted away once they are
+a quarter of the positions. Below `exact_limit` live listings the index is exact (a flat
+inner-product index); above it, HNSW. Searches take a boolean mask over positions (the hard
+filters): a small allowed set is searched exactly, a large one through HNSW with a bitmap
+selector, so filters never cost recall on small sets nor a scan on large ones.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from numpy.typing import NDArray
+
+from matcher.errors import IndexCorrupt
+
+Vectors = NDArray[np.float32]
+Mask = NDArray[np.bool_]
+
+_FORMAT = 1
+_COMPACT_RATIO = 0.25
+
+
+class ExpertIndex:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        exact_limit: int = 20_000,
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 96,
+    ) -> None:
+        self.dim = dim
+        self.exact_limit = exact_limit
+        self._hnsw_m = hnsw_m
+        self._ef_construction = ef_construction
+        self.ef_search = ef_search
+        self._index: Any = faiss.IndexFlatIP(dim)
+        self._ids: list[str | None] = []  # position → listing id (None: tombstone)
+        self._positions: dict[str, int] = {}
+        self._fingerprints: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ facts
+
+    @property
+    def kind(self) -> str:
+        return "hnsw" if isinstance(self._index, faiss.IndexHNSWFlat) else "flat"
+
+    @property
+    def size(self) -> int:
+        """Positions, live and dead: the length of masks passed to `search`."""
+        return len(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def __contains__(self, listing_id: object) -> bool:
+        return listing_id in self._positions
+
+    def position(self, listing_id: str) -> int | None:
+        return self._positions.get(listing_id)
+
+    def listing_at(self, position: int) -> str | None:
+        return self._ids[position]
+
+    def fingerprint(self, listing_id: str) -> str | None:
+        return self._fingerprints.get(listing_id)
+
+    def listing_ids(self) -> list[str]:
+        return list(self._positions)
+
+    def live_mask(self) -> Mask:
+        mask = np.zeros(self.size, dtype=bool)
+        mask[list(self._positions.values())] = True
+        return mask
+
+    def vectors(self) -> Vectors:
+        """A read-only view of every position's vector (dead ones included)."""
+        storage = self._index.storage if self.kind == "hnsw" else self._index
+        flat: Any = faiss.downcast_index(storage)
+        if flat.ntotal == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        view = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * self.dim)
+        return np.asarray(view).reshape(flat.ntotal, self.dim)
+
+    # ------------------------------------------------------------------ changes
+
+    def upsert(self, items: Sequence[tuple[str, str, NDArray[np.float32]]]) -> int:
+        """Add or replace listings: (listing id, fingerprint, vector). Returns positions added."""
+        fresh = [(lid, fp, vec) for lid, fp, vec in items if self._fingerprints.get(lid) != fp]
+        if not fresh:
+            return 0
+        for listing_id, _, _ in fresh:
+            self._bury(listing_id)
+        matrix = np.ascontiguousarray(np.vstack([vec for _, _, vec in fresh]), dtype=np.float32)
+        if matrix.shape[1] != self.dim:
+            raise ValueError(f"vectors have {matrix.shape[1]} dimensions, the index {self.dim}")
+        start = len(self._ids)
+        for offset, (listing_id, fp, _) in enumerate(fresh):
+            self._ids.append(listing_id)
+            self._positions[listing_id] = start + offset
+            self._fingerprints[listing_id] = fp
+        self._index.add(matrix)
+        self._maybe_reshape()
+        return len(fresh)
+
+    def remove(self, listing_ids: Iterable[str]) -> int:
+        removed = sum(self._bury(listing_id) for listing_id in listing_ids)
+        if removed:
+            self._maybe_reshape()
+        return removed
+
+    def _bury(self, listing_id: str) -> bool:
+        position = self._positions.pop(listing_id, None)
+        self._fingerprints.pop(listing_id, None)
+        if position is None:
+            return False
+        self._ids[position] = None
+        return True
+
+    def _maybe_reshape(self) -> None:
+        live, dead = len(self._positions), self.size - len(self._positions)
+        wants_hnsw = live > self.exact_limit
+        if wants_hnsw != (self.kind == "hnsw") or (dead > 1000 and dead > _COMPACT_RATIO * self.size):
+            self.compact()
+
+    def compact(self) -> None:
+        """Rebuild without tombstones, choosing flat or HNSW by the live count."""
+        order = sorted(self._positions.items(), key=lambda item: item[1])
+        vectors = self.vectors()[[position for _, position in order]] if order else None
+        self._index = self._new_index(len(order))
+        self._ids = [listing_id for listing_id, _ in order]
+        self._positions = {listing_id: i for i, (listing_id, _) in enumerate(order)}
+        if vectors is not None:
+            self._index.add(np.ascontiguousarray(vectors))
+
+    def _new_index(self, live: int) -> Any:
+        if live <= self.exact_limit:
+            return faiss.IndexFlatIP(self.dim)
+        index = faiss.IndexHNSWFlat(self.dim, self._hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = self._ef_construction
+        return index
+
+    # ------------------------------------------------------------------ search
+
+    def search(
+        self, query: NDArray[np.float32], k: int, allowed: Mask | None = None
+    ) -> list[tuple[int, float]]:
+        """The `k` best live positions among `allowed` (all when None): (position, cosine)."""
+        candidates = self._candidates(allowed)
+        if k <= 0 or candidates.size == 0:
+            return []
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
+        if self.kind == "flat" or candidates.size <= self.exact_limit:
+            return self._brute_force(candidates, query[0], k)
+        mask = np.zeros(self.size, dtype=bool)
+        mask[candidates] = True
+        bits = np.packbits(mask, bitorder="little")
+        params: Any = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # stubs lag the library
+        params.efSearch = max(self.ef_search, k)
+        params.sel = faiss.IDSelectorBitmap(mask.size, faiss.swig_ptr(bits))
+        scores, positions = self._index.search(query, k, params=params)
+        return [(int(p), float(s)) for p, s in zip(positions[0], scores[0], strict=True) if p >= 0]
+
+    def exact_search(
+        self, query: NDArray[np.float32], k: int, allowed: Mask | None = None
+    ) -> list[tuple[int, float]]:
+        """Brute force over every allowed live position: the reference for recall."""
+        candidates = self._candidates(allowed)
+        if k <= 0 or candidates.size == 0:
+            return []
+        return self._brute_force(candidates, np.asarray(query, dtype=np.float32).reshape(-1), k)
+
+    def _candidates(self, allowed: Mask | None) -> NDArray[np.intp]:
+        live = self.live_mask()
+        return np.flatnonzero(live if allowed is None else allowed & live)
+
+    def _brute_force(
+        self, candidates: NDArray[np.intp], query: NDArray[np.float32], k: int
+    ) -> list[tuple[int, float]]:
+        scores = self.vectors()[candidates] @ query
+        take = min(k, candidates.size)
+        best = np.argpartition(-scores, take - 1)[:take]
+        best = best[np.argsort(-scores[best])]
+        return [(int(candidates[i]), float(scores[i])) for i in best]
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: Path, *, embedder: str) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp_index, tmp_meta = directory / "experts.faiss.tmp", directory / "experts.json.tmp"
+        faiss.write_index(self._index, str(tmp_index))
+        tmp_meta.write_text(
+            json.dumps(
+                {
+                    "format": _FORMAT,
+                    "embedder": embedder,
+                    "dim": self.dim,
+                    "ids": self._ids,
+                    "fingerprints": self._fingerprints,
+                }
+            )
+        )
+        # Rename last: a crash mid-save leaves the previous pair intact.
+        tmp_index.replace(directory / "experts.faiss")
+        tmp_meta.replace(directory / "experts.json")
+
+    @classmethod
+    def load(cls, directory: Path, *, embedder: str, dim: int, exact_limit: int = 20_000) -> ExpertIndex:
+        """Read a saved index; IndexCorrupt when it is missing, unreadable or for another model."""
+        try:
+            meta = json.loads((directory / "experts.json").read_text())
+            index = faiss.read_index(str(directory / "experts.faiss"))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise IndexCorrupt(f"no usable index in {directory}: {exc}") from exc
+        if meta.get("format") != _FORMAT or meta.get("embedder") != embedder or meta.get("dim") != dim:
+            raise IndexCorrupt(f"the index in {directory} was built by another model or version")
+        ids: list[str | None] = meta["ids"]
+        if index.ntotal != len(ids) or index.d != dim:
+            raise IndexCorrupt(f"the index in {directory} does not match its metadata")
+        loaded = cls(dim, exact_limit=exact_limit)
+        loaded._index = index
+        loaded._ids = ids
+        loaded._positions = {lid: i for i, lid in enumerate(ids) if lid is not None}
+        loaded._fingerprints = dict(meta["fingerprints"])
+        return loaded

@@ -1,0 +1,91 @@
+"""How candidates are scored once the hard filters have passed them.
+
+    score = Σ weight_f · factor_f / Σ weight_f, every factor in [0, 1]
+
+- semantic: cosine similarity of the request and the listing, clipped to [0, 1];
+- category: 1 when the listing lists the request's category, 0.5 when the category is unsure;
+- language: 1 when the expert speaks the customer's language, 0.5 for English accepted instead;
+- rating: the Bayesian average of the stars, (C·m + Σ stars) / (C + n) with prior mean m and
+  weight C, rescaled from 1–5 to 0–1, so 5.0 from one review does not beat 4.8 from 200;
+- price: 1 for free or within the budget, falling linearly to 0 at twice the budget; 0.5 when no
+  budget was given or the currencies differ (no exchange rates here: neutral, not a guess);
+  a per-minute rate is priced for `expected_minutes`;
+- responsiveness: accepted / answered offers with a Beta prior (an expert without history sits
+  at the prior, neither buried nor boosted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+FACTORS = ("semantic", "category", "language", "rating", "price", "responsiveness")
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    semantic: float = 0.45
+    category: float = 0.15
+    language: float = 0.10
+    rating: float = 0.15
+    price: float = 0.10
+    responsiveness: float = 0.05
+
+    @classmethod
+    def parse(cls, text: str) -> Weights:
+        """`"semantic=0.5,rating=0.2"`: named weights override the defaults."""
+        values: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, raw = part.partition("=")
+            name = name.strip()
+            if not sep or name not in FACTORS:
+                raise ValueError(f"{part!r}: expected one of {', '.join(FACTORS)} as name=number")
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(f"{part!r}: {raw.strip()!r} is not a number") from None
+            if not 0 <= value <= 10:
+                raise ValueError(f"{part!r}: weights must be between 0 and 10")
+            values[name] = value
+        weights = cls(**values)
+        if sum(weights.as_dict().values()) <= 0:
+            raise ValueError("at least one weight must be positive")
+        return weights
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: float(getattr(self, f.name)) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class Priors:
+    rating_mean: float = 4.0
+    rating_weight: float = 10.0
+    accept_rate: float = 0.8
+    accept_weight: float = 5.0
+    expected_minutes: int = 30
+
+
+def bayesian_rating(count: int, total: int, priors: Priors) -> float:
+    """Stars on the 1–5 scale, pulled towards the prior mean by a few virtual reviews."""
+    return (priors.rating_weight * priors.rating_mean + total) / (priors.rating_weight + count)
+
+
+def responsiveness(accepted: int, answered: int, priors: Priors) -> float:
+    return (priors.accept_rate * priors.accept_weight + accepted) / (priors.accept_weight + answered)
+
+
+def price_fit(mode: str, price: int, currency: str, budget: tuple[int, str] | None, priors: Priors) -> float:
+    if mode == "free":
+        return 1.0
+    if budget is None or budget[1] != currency or budget[0] <= 0:
+        return 0.5
+    cost = price * priors.expected_minutes if mode == "per_minute" else price
+    ceiling = budget[0]
+    if cost <= ceiling:
+        return 1.0
+    return max(0.0, 1.0 - (cost - ceiling) / ceiling)
+
+
+def combine(factors: dict[str, float], weights: Weights) -> float:
+    table = weights.as_dict()
+    total = sum(table.values())
+    return sum(table[name] * factors[name] for name in FACTORS) / total
