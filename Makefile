@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: run test lint format fresh-check clean bench-import
+.PHONY: run test lint format fresh-check clean bench-import eval-matcher
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Concierge needs Python 3.11 or newer: make PYTHON=python3.11 ...")'
@@ -47,3 +47,6 @@ clean:
 
 bench-import: $(VENV)/.installed-test
 	$(BIN)/python bench/import_bench.py
+
+eval-matcher: $(VENV)/.installed-test
+	$(BIN)/python bench/matcher_eval.py

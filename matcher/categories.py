@@ -52,9 +52,22 @@ class CategoryClassifier:
                     owners.append(index)
         self._vectors = embedder.embed_passages(texts)
         self._owners = np.asarray(owners)
+        self.floor = self._unrelated_similarity()
         self.threshold = threshold
-        self.temperature = temperature
+        # Models differ in how far apart unrelated texts sit (USE ≈ 0.05, E5 ≈ 0.75): the
+        # softmax temperature scales with the room between "unrelated" and "identical".
+        self.temperature = temperature * (1 - self.floor)
         self.expert_weight = expert_weight
+
+    def _unrelated_similarity(self) -> float:
+        """Mean similarity between examples of different categories: this model's "unrelated"."""
+        similarities = self._vectors @ self._vectors.T
+        different = self._owners[:, None] != self._owners[None, :]
+        return float(np.clip(similarities[different].mean(), 0.0, 0.95))
+
+    def semantic(self, similarity: float) -> float:
+        """A cosine similarity rescaled so that "unrelated" is 0 and "identical" is 1."""
+        return float(np.clip((similarity - self.floor) / (1 - self.floor), 0.0, 1.0))
 
     def example_scores(self, query: NDArray[np.float32]) -> NDArray[np.float64]:
         similarities = self._vectors @ query

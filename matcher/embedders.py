@@ -108,7 +108,11 @@ class SentenceTransformerEmbedder:
         except (OSError, ValueError) as exc:
             raise EmbedderUnavailable(f"cannot load sentence-transformers model {model!r}: {exc}") from exc
         self.name = f"sentence-transformers:{model}"
-        dim = self._model.get_sentence_embedding_dimension()
+        measure = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        dim = measure()
         if dim is None:
             raise EmbedderUnavailable(f"model {model!r} does not say its embedding size")
         self.dim = int(dim)

@@ -195,7 +195,7 @@ class Matcher:
     def _expert_votes(self, vector: NDArray[np.float32]) -> dict[str, float]:
         votes: dict[str, float] = {}
         for position, similarity in self.index.search(vector, _VOTERS):
-            weight = math.exp(similarity / 0.05)
+            weight = math.exp(self.classifier.semantic(similarity) / 0.05)
             for name in self._facets.categories_of(position):
                 votes[name] = votes.get(name, 0.0) + weight
         return votes
@@ -257,7 +257,7 @@ class Matcher:
                 self.priors,
             )
             factors = {
-                "semantic": min(1.0, max(0.0, similarity)),
+                "semantic": self.classifier.semantic(similarity),
                 "category": 0.5 if category is None else float(category in categories),
                 "language": 1.0 if language in languages else 0.5 if "en" in languages else 0.0,
                 "rating": (stars - 1) / 4,

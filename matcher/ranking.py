@@ -2,7 +2,8 @@
 
     score = Σ weight_f · factor_f / Σ weight_f, every factor in [0, 1]
 
-- semantic: cosine similarity of the request and the listing, clipped to [0, 1];
+- semantic: cosine similarity of the request and the listing, rescaled per model so that the
+  model's typical similarity of unrelated texts is 0 and identical texts 1;
 - category: 1 when the listing lists the request's category, 0.5 when the category is unsure;
 - language: 1 when the expert speaks the customer's language, 0.5 for English accepted instead;
 - rating: the Bayesian average of the stars, (C·m + Σ stars) / (C + n) with prior mean m and

@@ -40,6 +40,11 @@ def clean(text: str) -> tuple[str, Problem | None]:
     """Normalise a raw message and say whether there is anything to understand in it."""
     if len(text) > MAX_REQUEST_CHARS * 4:
         return "", Problem.TOO_LONG
+    # Binary data decoded as text is full of control characters, which real messages never
+    # carry (beyond newlines and tabs), and of U+FFFD where decoding failed.
+    binary = sum(
+        1 for ch in text if ch == "\ufffd" or (unicodedata.category(ch) == "Cc" and ch not in "\n\r\t")
+    )
     normalised = unicodedata.normalize("NFC", text)
     printable = "".join(ch if ch.isprintable() else " " for ch in normalised)
     collapsed = " ".join(printable.split())
@@ -48,7 +53,6 @@ def clean(text: str) -> tuple[str, Problem | None]:
     if len(collapsed) > MAX_REQUEST_CHARS:
         return "", Problem.TOO_LONG
     letters = sum(1 for ch in collapsed if unicodedata.category(ch).startswith("L"))
-    garbage = sum(1 for ch in collapsed if ch == "\ufffd" or unicodedata.category(ch) in ("Co", "Cs", "Cn"))
-    if letters < 2 or garbage > letters:
+    if letters < 2 or binary > max(2, len(text) // 20):
         return collapsed, Problem.NO_WORDS
     return collapsed, None

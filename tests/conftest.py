@@ -163,3 +163,37 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# ---------------------------------------------------------------- matcher (loaded once per run)
+
+
+@pytest.fixture(scope="session")
+def detector() -> Any:
+    from matcher.language import LanguageDetectorPort
+
+    return LanguageDetectorPort()
+
+
+@pytest.fixture(scope="session")
+def use_embedder() -> Any:
+    from matcher.embedders import create_embedder
+
+    return create_embedder("use", 2)
+
+
+@pytest.fixture(scope="session")
+def demo_listings() -> Any:
+    from bench.matcher_eval import demo_listings
+
+    return demo_listings()
+
+
+@pytest.fixture(scope="session")
+def demo_matcher(use_embedder: Any, detector: Any, demo_listings: Any) -> Any:
+    from knowledge.taxonomy import load_taxonomy
+    from matcher.engine import Matcher
+
+    matcher = Matcher(use_embedder, detector, load_taxonomy())
+    matcher.sync(demo_listings)
+    return matcher
