@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -16,11 +16,11 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from knowledge.taxonomy import Taxonomy
-from matcher.budget import parse_budget
+from matcher.budget import Budget, parse_budget
 from matcher.categories import CategoryClassifier
 from matcher.embedders import Embedder
 from matcher.errors import IndexCorrupt
-from matcher.facets import PRICING_MODES, Facets
+from matcher.facets import PRICING_MODES, SLOT_MINUTES, Facets
 from matcher.index import ExpertIndex
 from matcher.language import LanguageDetectorPort, LanguageGuess, LanguageSource
 from matcher.listing import Listing
@@ -120,6 +120,7 @@ class Matcher:
         self.index = self._load_index()
         self._listings: dict[str, Listing] = {}
         self._facets = Facets([c.id for c in taxonomy.categories])
+        self._availability: dict[tuple[bool, int], NDArray[np.bool_]] = {}
 
     def _load_index(self) -> ExpertIndex:
         if self._index_dir is not None:
@@ -172,6 +173,7 @@ class Matcher:
         # Tombstones keep default rows (offline, no language, no hours): every filter drops them.
         facets.extend_to(self.index.size)
         self._facets = facets
+        self._availability.clear()
 
     # ------------------------------------------------------------------ requests
 
@@ -204,33 +206,50 @@ class Matcher:
         understanding, vector = self.understand(query)
         if vector is None or understanding.language is None:
             return MatchResult(understanding, no_experts=NoExperts.CANNOT_UNDERSTAND)
+        return self.find(vector, understanding, query)
+
+    def find(
+        self, vector: NDArray[np.float32], understanding: Understanding, query: MatchQuery
+    ) -> MatchResult:
+        """Filter, search and rank for an understood request (the part after embedding)."""
         if len(self.index) == 0:
             return MatchResult(understanding, no_experts=NoExperts.EMPTY_CATALOGUE)
         allowed = self._hard_filters(query, understanding)
         found = self.index.search(vector, max(_RETRIEVE, query.top), allowed)
         if not found:
             return MatchResult(understanding, no_experts=NoExperts.NONE_AVAILABLE)
-        ranked = self._rank(found, query, understanding)
-        return MatchResult(understanding, ranked[: query.top])
+        return MatchResult(understanding, self._rank(found, query, understanding))
+
+    def _available(self, moment: datetime | None, query: MatchQuery) -> NDArray[np.bool_]:
+        """Who may take the request at `moment` (None: now). Cached per 15-minute slot."""
+        now = moment is None
+        at = query.now or datetime.now(UTC) if now else moment
+        assert at is not None
+        slot = int(at.timestamp()) // (SLOT_MINUTES * 60)
+        key = (now, slot)
+        cached = self._availability.get(key)
+        if cached is None:
+            facets = self._facets
+            cached = facets.open_at(at)
+            if now:  # now: also online and not in a session
+                cached &= facets.column("online").astype(bool) & ~facets.column("busy").astype(bool)
+            if len(self._availability) > 64:
+                self._availability.clear()
+            self._availability[key] = cached
+        return cached
 
     def _hard_filters(self, query: MatchQuery, understanding: Understanding) -> NDArray[np.bool_]:
         facets = self._facets
-        rows = self.index.size
-        allowed = np.ones(rows, dtype=bool)
+        allowed = np.ones(len(facets), dtype=bool)
         if not query.include_offline:
-            moment = understanding.when
-            if moment is None:  # now: online, within hours, not in a session
-                allowed &= facets.column("online")[:rows].astype(bool)
-                allowed &= ~facets.column("busy")[:rows].astype(bool)
-                moment = query.now or datetime.now(ZoneInfo("UTC"))
-            allowed &= facets.open_at(moment)[:rows]
+            allowed &= self._available(understanding.when, query)
         if not query.any_language and understanding.language is not None:
             speaks = facets.speaks(understanding.language.code)
             if query.accept_english:
                 speaks |= facets.speaks("en")
-            allowed &= speaks[:rows]
+            allowed &= speaks
         if query.business_id is not None and query.business_only:
-            allowed &= facets.in_business(query.business_id)[:rows]
+            allowed &= facets.in_business(query.business_id)
         for listing_id in query.blocked:
             position = self.index.position(listing_id)
             if position is not None:
@@ -240,47 +259,67 @@ class Matcher:
     def _rank(
         self, found: Sequence[tuple[int, float]], query: MatchQuery, understanding: Understanding
     ) -> list[RankedExpert]:
+        """Every factor for every candidate at once (numpy), reasons only for those returned."""
         facets = self._facets
-        category = understanding.category.category if understanding.category else None
-        language = understanding.language.code if understanding.language else query.locale
-        budget = (
-            (understanding.budget.amount, understanding.budget.currency) if understanding.budget else None
+        positions = np.asarray([position for position, _ in found])
+        similarity = np.asarray([score for _, score in found], dtype=np.float64)
+        column = facets.column
+        floor = self.classifier.floor
+        semantic = np.clip((similarity - floor) / (1 - floor), 0.0, 1.0)
+        guess = understanding.category
+        if guess is None or guess.category is None:
+            category = np.full(positions.size, 0.5)
+        else:
+            bit = 1 << facets.category_names.index(guess.category)
+            category = ((column("category_bits")[positions] & bit) != 0).astype(float)
+        code = understanding.language.code if understanding.language else query.locale
+        language = np.where(
+            facets.speaks(code)[positions], 1.0, np.where(facets.speaks("en")[positions], 0.5, 0.0)
         )
-        home = facets.businesses.index(query.business_id) if query.business_id in facets.businesses else None
-        ranked: list[tuple[bool, RankedExpert]] = []
-        for position, similarity in found:
-            categories = facets.categories_of(position)
-            languages = facets.languages_of(position)
-            stars = bayesian_rating(
-                int(facets.column("rating_count")[position]),
-                int(facets.column("rating_total")[position]),
-                self.priors,
-            )
-            factors = {
-                "semantic": self.classifier.semantic(similarity),
-                "category": 0.5 if category is None else float(category in categories),
-                "language": 1.0 if language in languages else 0.5 if "en" in languages else 0.0,
-                "rating": (stars - 1) / 4,
-                "price": price_fit(
-                    PRICING_MODES[int(facets.column("mode")[position])],
-                    int(facets.column("price")[position]),
-                    facets.currencies[int(facets.column("currency")[position])],
-                    budget,
-                    self.priors,
-                ),
-                "responsiveness": responsiveness(
-                    int(facets.column("accepted")[position]),
-                    int(facets.column("answered")[position]),
-                    self.priors,
-                ),
-            }
-            score = combine(factors, self.weights)
-            reasons = {name: round(value, 3) for name, value in factors.items()} | {"stars": round(stars, 2)}
-            in_home = home is not None and int(facets.column("business")[position]) == home
-            ranked.append((in_home, RankedExpert(facets.ids[position], score, reasons)))
+        stars = bayesian_rating(
+            column("rating_count")[positions], column("rating_total")[positions], self.priors
+        )
+        factors = {
+            "semantic": semantic,
+            "category": category,
+            "language": language,
+            "rating": (stars - 1) / 4,
+            "price": self._price_fit(positions, understanding.budget),
+            "responsiveness": responsiveness(
+                column("accepted")[positions], column("answered")[positions], self.priors
+            ),
+        }
+        score = combine(factors, self.weights)
+        home = facets.businesses.index(query.business_id) if query.business_id in facets.businesses else -2
+        outside = column("business")[positions] != home
         # A community's own experts come first; within each group, the score decides.
-        ranked.sort(key=lambda item: (not item[0], -item[1].score))
-        return [expert for _, expert in ranked]
+        order = np.lexsort((-score, outside))[: query.top]
+        return [
+            RankedExpert(
+                facets.ids[positions[i]],
+                float(score[i]),
+                {name: round(float(values[i]), 3) for name, values in factors.items()}
+                | {"stars": round(float(stars[i]), 2)},
+            )
+            for i in order
+        ]
+
+    def _price_fit(self, positions: NDArray[np.intp], budget: Budget | None) -> NDArray[np.float64]:
+        facets = self._facets
+        modes = facets.column("mode")[positions]
+        per_minute = modes == PRICING_MODES.index("per_minute")
+        cost = facets.column("price")[positions] * np.where(per_minute, self.priors.expected_minutes, 1)
+        currency = (
+            facets.currencies.index(budget.currency)
+            if budget and budget.currency in facets.currencies
+            else -1
+        )
+        return price_fit(
+            modes == PRICING_MODES.index("free"),
+            cost,
+            facets.column("currency")[positions] == currency,
+            budget.amount if budget else None,
+        )
 
 
 def _zone_or_utc(name: str) -> ZoneInfo:

@@ -26,6 +26,19 @@ Mask = NDArray[np.bool_]
 
 _FORMAT = 1
 _COMPACT_RATIO = 0.25
+# An HNSW search with few allowed rows wanders; gathering that many rows is cheaper and exact.
+_GATHER_LIMIT = 2000
+
+
+def _top(candidates: NDArray[np.intp], scores: NDArray[np.float32], k: int) -> list[tuple[int, float]]:
+    """The `k` candidates with the highest `scores[candidate]`, best first."""
+    if candidates.size == 0:
+        return []
+    mine = scores[candidates]
+    take = min(k, candidates.size)
+    best = np.argpartition(-mine, take - 1)[:take]
+    best = best[np.argsort(-mine[best])]
+    return [(int(candidates[i]), float(mine[i])) for i in best]
 
 
 class ExpertIndex:
@@ -47,6 +60,7 @@ class ExpertIndex:
         self._ids: list[str | None] = []  # position → listing id (None: tombstone)
         self._positions: dict[str, int] = {}
         self._fingerprints: dict[str, str] = {}
+        self._live = np.zeros(0, dtype=bool)
 
     # ------------------------------------------------------------------ facts
 
@@ -78,9 +92,10 @@ class ExpertIndex:
         return list(self._positions)
 
     def live_mask(self) -> Mask:
-        mask = np.zeros(self.size, dtype=bool)
-        mask[list(self._positions.values())] = True
-        return mask
+        """True at every position that holds a current listing (read-only)."""
+        view = self._live[: self.size]
+        view.flags.writeable = False
+        return view
 
     def vectors(self) -> Vectors:
         """A read-only view of every position's vector (dead ones included)."""
@@ -108,6 +123,8 @@ class ExpertIndex:
             self._ids.append(listing_id)
             self._positions[listing_id] = start + offset
             self._fingerprints[listing_id] = fp
+        self._grow_live(len(self._ids))
+        self._live[start : len(self._ids)] = True
         self._index.add(matrix)
         self._maybe_reshape()
         return len(fresh)
@@ -124,7 +141,14 @@ class ExpertIndex:
         if position is None:
             return False
         self._ids[position] = None
+        self._live[position] = False
         return True
+
+    def _grow_live(self, size: int) -> None:
+        if size > self._live.size:
+            grown = np.zeros(max(size, 2 * self._live.size, 1024), dtype=bool)
+            grown[: self._live.size] = self._live
+            self._live = grown
 
     def _maybe_reshape(self) -> None:
         live, dead = len(self._positions), self.size - len(self._positions)
@@ -139,6 +163,7 @@ class ExpertIndex:
         self._index = self._new_index(len(order))
         self._ids = [listing_id for listing_id, _ in order]
         self._positions = {listing_id: i for i, (listing_id, _) in enumerate(order)}
+        self._live = np.ones(len(order), dtype=bool)
         if vectors is not None:
             self._index.add(np.ascontiguousarray(vectors))
 
@@ -155,42 +180,42 @@ class ExpertIndex:
         self, query: NDArray[np.float32], k: int, allowed: Mask | None = None
     ) -> list[tuple[int, float]]:
         """The `k` best live positions among `allowed` (all when None): (position, cosine)."""
-        candidates = self._candidates(allowed)
-        if k <= 0 or candidates.size == 0:
+        if k <= 0 or not self._positions:
             return []
-        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
-        if self.kind == "flat" or candidates.size <= self.exact_limit:
-            return self._brute_force(candidates, query[0], k)
-        mask = np.zeros(self.size, dtype=bool)
-        mask[candidates] = True
+        mask = self._allowed(allowed)
+        vector = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
+        if self.kind == "flat":
+            # One matrix-vector product over every row beats gathering the allowed rows.
+            return _top(np.flatnonzero(mask), self.vectors() @ vector, k)
+        candidates = np.flatnonzero(mask)
+        if candidates.size <= _GATHER_LIMIT:
+            return self._brute_force(candidates, vector, k)
         bits = np.packbits(mask, bitorder="little")
         params: Any = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # stubs lag the library
         params.efSearch = max(self.ef_search, k)
         params.sel = faiss.IDSelectorBitmap(mask.size, faiss.swig_ptr(bits))
-        scores, positions = self._index.search(query, k, params=params)
+        scores, positions = self._index.search(vector.reshape(1, -1), k, params=params)
         return [(int(p), float(s)) for p, s in zip(positions[0], scores[0], strict=True) if p >= 0]
 
     def exact_search(
         self, query: NDArray[np.float32], k: int, allowed: Mask | None = None
     ) -> list[tuple[int, float]]:
         """Brute force over every allowed live position: the reference for recall."""
-        candidates = self._candidates(allowed)
-        if k <= 0 or candidates.size == 0:
+        if k <= 0 or not self._positions:
             return []
-        return self._brute_force(candidates, np.asarray(query, dtype=np.float32).reshape(-1), k)
+        vector = np.asarray(query, dtype=np.float32).reshape(self.dim)
+        return self._brute_force(np.flatnonzero(self._allowed(allowed)), vector, k)
 
-    def _candidates(self, allowed: Mask | None) -> NDArray[np.intp]:
+    def _allowed(self, allowed: Mask | None) -> Mask:
         live = self.live_mask()
-        return np.flatnonzero(live if allowed is None else allowed & live)
+        return live if allowed is None else allowed[: self.size] & live
 
     def _brute_force(
         self, candidates: NDArray[np.intp], query: NDArray[np.float32], k: int
     ) -> list[tuple[int, float]]:
-        scores = self.vectors()[candidates] @ query
-        take = min(k, candidates.size)
-        best = np.argpartition(-scores, take - 1)[:take]
-        best = best[np.argsort(-scores[best])]
-        return [(int(candidates[i]), float(scores[i])) for i in best]
+        scores = np.empty(self.size, dtype=np.float32)
+        scores[candidates] = self.vectors()[candidates] @ query
+        return _top(candidates, scores, k)
 
     # ------------------------------------------------------------------ persistence
 
@@ -231,4 +256,5 @@ class ExpertIndex:
         loaded._ids = ids
         loaded._positions = {lid: i for i, lid in enumerate(ids) if lid is not None}
         loaded._fingerprints = dict(meta["fingerprints"])
+        loaded._live = np.asarray([lid is not None for lid in ids], dtype=bool)
         return loaded

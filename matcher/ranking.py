@@ -18,6 +18,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 FACTORS = ("semantic", "category", "language", "rating", "price", "responsiveness")
 
@@ -65,28 +69,35 @@ class Priors:
     expected_minutes: int = 30
 
 
-def bayesian_rating(count: int, total: int, priors: Priors) -> float:
+Numbers = NDArray[np.float64]
+
+
+def bayesian_rating(count: NDArray[Any], total: NDArray[Any], priors: Priors) -> Numbers:
     """Stars on the 1–5 scale, pulled towards the prior mean by a few virtual reviews."""
     return (priors.rating_weight * priors.rating_mean + total) / (priors.rating_weight + count)
 
 
-def responsiveness(accepted: int, answered: int, priors: Priors) -> float:
+def responsiveness(accepted: NDArray[Any], answered: NDArray[Any], priors: Priors) -> Numbers:
     return (priors.accept_rate * priors.accept_weight + accepted) / (priors.accept_weight + answered)
 
 
-def price_fit(mode: str, price: int, currency: str, budget: tuple[int, str] | None, priors: Priors) -> float:
-    if mode == "free":
-        return 1.0
-    if budget is None or budget[1] != currency or budget[0] <= 0:
-        return 0.5
-    cost = price * priors.expected_minutes if mode == "per_minute" else price
-    ceiling = budget[0]
-    if cost <= ceiling:
-        return 1.0
-    return max(0.0, 1.0 - (cost - ceiling) / ceiling)
+def price_fit(
+    free: NDArray[np.bool_],
+    cost: NDArray[Any],
+    same_currency: NDArray[np.bool_],
+    budget: int | None,
+) -> Numbers:
+    """`cost`: the session price, or the per-minute rate times `Priors.expected_minutes`."""
+    if budget is None or budget <= 0:
+        fit = np.full(free.shape, 0.5)
+    else:
+        over = np.clip(1.0 - (cost - budget) / budget, 0.0, 1.0)
+        fit = np.where(same_currency, np.where(cost <= budget, 1.0, over), 0.5)
+    return np.where(free, 1.0, fit)
 
 
-def combine(factors: dict[str, float], weights: Weights) -> float:
+def combine(factors: dict[str, Numbers], weights: Weights) -> Numbers:
     table = weights.as_dict()
     total = sum(table.values())
-    return sum(table[name] * factors[name] for name in FACTORS) / total
+    score: Numbers = sum(table[name] * factors[name] for name in FACTORS) / total  # type: ignore[assignment]
+    return score

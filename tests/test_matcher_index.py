@@ -51,18 +51,18 @@ def test_it_switches_to_hnsw_above_the_exact_limit_and_compacts_tombstones() -> 
 
 
 def test_filtered_search_only_returns_allowed_listings_on_both_kinds() -> None:
-    vectors = unit_vectors(4000, seed=1)
+    vectors = unit_vectors(9000, seed=1)
     for exact_limit in (10_000, 500):
         index = ExpertIndex(32, exact_limit=exact_limit)
-        index.upsert([(f"e{i}", "v", vectors[i]) for i in range(4000)])
+        index.upsert([(f"e{i}", "v", vectors[i]) for i in range(9000)])
         allowed = np.zeros(index.size, dtype=bool)
-        allowed[::3] = True  # 1334 allowed: exact on the flat index, HNSW + bitmap on the other
+        allowed[::3] = True  # 3000 allowed: exact on the flat index, HNSW + bitmap on the other
         hits = index.search(vectors[9], 10, allowed)
         assert len(hits) == 10
         assert all(position % 3 == 0 for position, _ in hits)
         assert hits[0][0] == 9
         only_one = np.zeros(index.size, dtype=bool)
-        only_one[5] = True
+        only_one[5] = True  # a handful allowed: gathered and searched exactly
         assert [p for p, _ in index.search(vectors[9], 10, only_one)] == [5]
         assert index.search(vectors[9], 10, np.zeros(index.size, dtype=bool)) == []
 
