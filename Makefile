@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: run test lint format fresh-check clean bench-import eval-matcher
+.PHONY: run test lint format fresh-check clean bench-import bench-matcher eval-matcher
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Concierge needs Python 3.11 or newer: make PYTHON=python3.11 ...")'
@@ -46,7 +46,10 @@ clean:
 	rm -rf $(VENV) var *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 bench-import: $(VENV)/.installed-test
-	$(BIN)/python bench/import_bench.py
+	$(BIN)/python -m bench.import_bench
 
 eval-matcher: $(VENV)/.installed-test
-	$(BIN)/python bench/matcher_eval.py
+	$(BIN)/python -m bench.matcher_eval
+
+bench-matcher: $(VENV)/.installed-test
+	$(BIN)/python -m bench.matcher_bench

@@ -12,11 +12,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from concierge.config import Settings
+from concierge.errors import ConfigError
 from concierge.lifecycle import State
 from concierge.model import Expert, Offer, OfferStatus, Session
 from knowledge.taxonomy import load_taxonomy
 from matcher.embedders import create_embedder
 from matcher.engine import Matcher
+from matcher.errors import MatcherError
 from matcher.language import LanguageDetectorPort
 from matcher.listing import Listing
 
@@ -25,8 +27,12 @@ _ANSWERED = (OfferStatus.ACCEPTED, OfferStatus.DECLINED, OfferStatus.TIMED_OUT)
 
 def build_matcher(settings: Settings) -> Matcher:
     """Load the embedding model and the language detector (seconds: do it once per process)."""
+    try:
+        embedder = create_embedder(settings.embedder, settings.matcher_threads)
+    except MatcherError as exc:
+        raise ConfigError(f"CONCIERGE_EMBEDDER={settings.embedder!r} cannot be used here: {exc}") from exc
     return Matcher(
-        create_embedder(settings.embedder, settings.matcher_threads),
+        embedder,
         LanguageDetectorPort(settings.detector_languages),
         load_taxonomy(),
         weights=settings.weights,

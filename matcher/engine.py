@@ -137,8 +137,20 @@ class Matcher:
 
     # ------------------------------------------------------------------ catalogue
 
-    def sync(self, listings: Iterable[Listing], *, progress: bool = False) -> SyncReport:
-        """Make the index and the facts match `listings`: embed only what changed."""
+    def sync(
+        self,
+        listings: Iterable[Listing],
+        *,
+        progress: bool = False,
+        vectors: NDArray[np.float32] | None = None,
+    ) -> SyncReport:
+        """Make the index and the facts match `listings`: embed only what changed.
+
+        `vectors`, when given, are precomputed embeddings in the order of `listings` (bulk loads
+        from another pipeline, benchmarks); nothing is embedded then.
+        """
+        listings = list(listings)
+        given = {listing.id: row for row, listing in enumerate(listings)} if vectors is not None else {}
         wanted = {listing.id: listing for listing in listings}
         stale = [item for item in wanted.values() if self.index.fingerprint(item.id) != item.fingerprint]
         report = SyncReport(listings=len(wanted))
@@ -146,15 +158,18 @@ class Matcher:
         report.removed = self.index.remove(gone)
         bar = tqdm(
             total=len(stale),
-            desc="embedding listings",
+            desc="indexing listings",
             unit="listing",
             disable=not progress or len(stale) < 1000,
         )
         for start in range(0, len(stale), _EMBED_BATCH):
             chunk = stale[start : start + _EMBED_BATCH]
-            vectors = self.embedder.embed_passages([item.text for item in chunk])
+            if vectors is not None:
+                rows = vectors[[given[item.id] for item in chunk]]
+            else:
+                rows = self.embedder.embed_passages([item.text for item in chunk])
             report.embedded += self.index.upsert(
-                [(item.id, item.fingerprint, v) for item, v in zip(chunk, vectors, strict=True)]
+                [(item.id, item.fingerprint, v) for item, v in zip(chunk, rows, strict=True)]
             )
             bar.update(len(chunk))
         bar.close()
@@ -214,7 +229,7 @@ class Matcher:
         """Filter, search and rank for an understood request (the part after embedding)."""
         if len(self.index) == 0:
             return MatchResult(understanding, no_experts=NoExperts.EMPTY_CATALOGUE)
-        allowed = self._hard_filters(query, understanding)
+        allowed = self.allowed(query, understanding)
         found = self.index.search(vector, max(_RETRIEVE, query.top), allowed)
         if not found:
             return MatchResult(understanding, no_experts=NoExperts.NONE_AVAILABLE)
@@ -238,7 +253,8 @@ class Matcher:
             self._availability[key] = cached
         return cached
 
-    def _hard_filters(self, query: MatchQuery, understanding: Understanding) -> NDArray[np.bool_]:
+    def allowed(self, query: MatchQuery, understanding: Understanding) -> NDArray[np.bool_]:
+        """The hard filters as a mask over index positions."""
         facets = self._facets
         allowed = np.ones(len(facets), dtype=bool)
         if not query.include_offline:

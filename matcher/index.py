@@ -28,6 +28,7 @@ _FORMAT = 1
 _COMPACT_RATIO = 0.25
 # An HNSW search with few allowed rows wanders; gathering that many rows is cheaper and exact.
 _GATHER_LIMIT = 2000
+_NARROW_SHARE = 0.25
 
 
 def _top(candidates: NDArray[np.intp], scores: NDArray[np.float32], k: int) -> list[tuple[int, float]]:
@@ -49,7 +50,7 @@ class ExpertIndex:
         exact_limit: int = 20_000,
         hnsw_m: int = 32,
         ef_construction: int = 80,
-        ef_search: int = 96,
+        ef_search: int = 128,
     ) -> None:
         self.dim = dim
         self.exact_limit = exact_limit
@@ -187,12 +188,15 @@ class ExpertIndex:
         if self.kind == "flat":
             # One matrix-vector product over every row beats gathering the allowed rows.
             return _top(np.flatnonzero(mask), self.vectors() @ vector, k)
-        candidates = np.flatnonzero(mask)
-        if candidates.size <= _GATHER_LIMIT:
-            return self._brute_force(candidates, vector, k)
+        allowed_rows = int(np.count_nonzero(mask))
+        if allowed_rows <= _GATHER_LIMIT:
+            return self._brute_force(np.flatnonzero(mask), vector, k)
         bits = np.packbits(mask, bitorder="little")
         params: Any = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # stubs lag the library
-        params.efSearch = max(self.ef_search, k)
+        # With few rows passing the filters, most of the beam is spent on rows that cannot be
+        # returned: widen it (measured in bench/matcher_bench.py).
+        narrow = allowed_rows < _NARROW_SHARE * len(self._positions)
+        params.efSearch = max(self.ef_search * (2 if narrow else 1), k)
         params.sel = faiss.IDSelectorBitmap(mask.size, faiss.swig_ptr(bits))
         scores, positions = self._index.search(vector.reshape(1, -1), k, params=params)
         return [(int(p), float(s)) for p, s in zip(positions[0], scores[0], strict=True) if p >= 0]

@@ -86,3 +86,14 @@ def test_bad_options_are_refused(loaded: CliRunner, args: list[str], message: st
     result = loaded.invoke(main, args)
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_an_unusable_embedder_is_a_configuration_error(
+    loaded: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONCIERGE_EMBEDDER", "sentence-transformers:/nonexistent/model")
+    result = loaded.invoke(main, ["match", "my wifi is broken"])
+    assert result.exit_code == 1
+    assert (
+        "CONCIERGE_EMBEDDER='sentence-transformers:/nonexistent/model' cannot be used here" in result.output
+    )
