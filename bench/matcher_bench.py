@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.matcher_eval import demo_listings
+from concierge.matching import demo_listings
 from knowledge.taxonomy import load_taxonomy
 from matcher.embedders import create_embedder
 from matcher.engine import Matcher, MatchQuery
@@ -136,8 +136,8 @@ def run(
         exact = {p for p, _ in matcher.index.exact_search(vector, 10, mask)}
         recall_hits += len(approximate & exact)
         recall_total += len(exact)
-    allowed_share = float(np.mean([matcher.allowed(q, u).mean() for q, u, _ in understood]))
 
+    allowed_share = float(np.mean([matcher.allowed(q, u).mean() for q, u, _ in understood]))
     sweep = []
     if matcher.index.kind == "hnsw":
         default_ef = matcher.index.ef_search
@@ -167,7 +167,7 @@ def run(
         flush=True,
     )
     for line in sweep:
-        print(f"{'':>11}{line} (efSearch doubles when < 25 % of rows pass the filters)", flush=True)
+        print(f"{'':>11}{line}", flush=True)
     del matcher, listings, vectors, baseline_matrix
 
 

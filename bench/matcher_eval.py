@@ -13,40 +13,15 @@ import sys
 import time
 from pathlib import Path
 
-from concierge.catalogue import ExpertLine, read_expert_lines
-from knowledge.demo import demo_catalogue_path
+from concierge.matching import demo_listings
 from knowledge.taxonomy import load_taxonomy
 from matcher.embedders import create_embedder
 from matcher.engine import Matcher
 from matcher.errors import EmbedderUnavailable
 from matcher.evaluation import evaluate, read_labelled
 from matcher.language import LanguageDetectorPort
-from matcher.listing import Listing
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def demo_listings() -> list[Listing]:
-    lines = [item for _, item in read_expert_lines(demo_catalogue_path().read_bytes().splitlines())]
-    return [
-        Listing(
-            id=line.id,
-            headline=line.headline,
-            bio=line.bio,
-            skills=tuple(line.skills),
-            categories=tuple(line.categories),
-            languages=tuple(line.languages),
-            pricing_mode=line.pricing.mode,
-            price_amount=line.pricing.amount,
-            currency=line.pricing.currency,
-            timezone=line.timezone,
-            online=line.online,
-            rating_count=line.rating.count,
-            rating_total=line.rating_total,
-        )
-        for line in lines
-        if isinstance(line, ExpertLine)
-    ]
 
 
 def main() -> None:

@@ -11,10 +11,13 @@ from collections import defaultdict
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from concierge.catalogue import ExpertLine, read_expert_lines
 from concierge.config import Settings
 from concierge.errors import ConfigError
+from concierge.hours import WeeklyHours
 from concierge.lifecycle import State
 from concierge.model import Expert, Offer, OfferStatus, Session
+from knowledge.demo import demo_catalogue_path
 from knowledge.taxonomy import load_taxonomy
 from matcher.embedders import create_embedder
 from matcher.engine import Matcher
@@ -41,6 +44,31 @@ def build_matcher(settings: Settings) -> Matcher:
     )
 
 
+def demo_listings() -> list[Listing]:
+    """The demo catalogue as matcher listings, straight from its file (evaluation, benchmarks)."""
+    lines = read_expert_lines(demo_catalogue_path().read_bytes().splitlines())
+    return [
+        Listing(
+            id=line.id,
+            headline=line.headline,
+            bio=line.bio,
+            skills=tuple(line.skills),
+            categories=tuple(line.categories),
+            languages=tuple(line.languages),
+            pricing_mode=line.pricing.mode,
+            price_amount=line.pricing.amount,
+            currency=line.pricing.currency,
+            timezone=line.timezone,
+            hours=_minutes(WeeklyHours.parse(line.hours)),
+            online=line.online,
+            rating_count=line.rating.count,
+            rating_total=line.rating_total,
+        )
+        for _, line in lines
+        if isinstance(line, ExpertLine)
+    ]
+
+
 async def load_listings(db: AsyncSession) -> list[Listing]:
     offers: dict[str, dict[OfferStatus, int]] = defaultdict(dict)
     for expert_id, status, count in await db.execute(
@@ -63,7 +91,7 @@ async def load_listings(db: AsyncSession) -> list[Listing]:
                 price_amount=expert.pricing.amount,
                 currency=expert.pricing.currency,
                 timezone=expert.time_zone,
-                hours={day: [(r.start, r.end) for r in ranges] for day, ranges in expert.hours.days.items()},
+                hours=_minutes(expert.hours),
                 online=expert.online,
                 busy=expert.id in busy,
                 rating_count=expert.rating_count,
@@ -74,3 +102,7 @@ async def load_listings(db: AsyncSession) -> list[Listing]:
             )
         )
     return listings
+
+
+def _minutes(hours: WeeklyHours) -> dict[str, list[tuple[int, int]]]:
+    return {day: [(r.start, r.end) for r in ranges] for day, ranges in hours.days.items()}

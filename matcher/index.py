@@ -193,13 +193,22 @@ class ExpertIndex:
             return self._brute_force(np.flatnonzero(mask), vector, k)
         bits = np.packbits(mask, bitorder="little")
         params: Any = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # stubs lag the library
-        # With few rows passing the filters, most of the beam is spent on rows that cannot be
-        # returned: widen it (measured in bench/matcher_bench.py).
-        narrow = allowed_rows < _NARROW_SHARE * len(self._positions)
-        params.efSearch = max(self.ef_search * (2 if narrow else 1), k)
+        params.efSearch = max(self.beam(allowed_rows), k)
         params.sel = faiss.IDSelectorBitmap(mask.size, faiss.swig_ptr(bits))
         scores, positions = self._index.search(vector.reshape(1, -1), k, params=params)
         return [(int(p), float(s)) for p, s in zip(positions[0], scores[0], strict=True) if p >= 0]
+
+    def beam(self, allowed_rows: int) -> int:
+        """HNSW's efSearch for a search where `allowed_rows` rows pass the filters.
+
+        Measured in bench/matcher_bench.py: a bigger graph needs a wider beam for the same
+        recall (√ of the size beyond 100k), and with few rows passing the filters most of the
+        beam is spent on rows that cannot be returned (twice as wide under a quarter).
+        """
+        live = len(self._positions)
+        size_factor = max(1.0, (live / 100_000) ** 0.5)
+        narrow = 2 if allowed_rows < _NARROW_SHARE * live else 1
+        return int(self.ef_search * size_factor * narrow)
 
     def exact_search(
         self, query: NDArray[np.float32], k: int, allowed: Mask | None = None

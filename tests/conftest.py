@@ -184,7 +184,7 @@ def use_embedder() -> Any:
 
 @pytest.fixture(scope="session")
 def demo_listings() -> Any:
-    from bench.matcher_eval import demo_listings
+    from concierge.matching import demo_listings
 
     return demo_listings()
 
