@@ -151,8 +151,10 @@ def run(
                 times.append(time.perf_counter() - started)
                 hits += len(approximate & {p for p, _ in matcher.index.exact_search(vector, 10, mask)})
                 total += 10
+            beam = matcher.index.beam(int(allowed_share * len(matcher.index)))
             sweep.append(
-                f"efSearch {ef}: recall {hits / total:.3f}, search p99 {percentile(times, 99):.2f} ms"
+                f"efSearch {ef} (beam {beam} here): recall {hits / total:.3f}, "
+                f"search p99 {percentile(times, 99):.2f} ms"
             )
         matcher.index.ef_search = default_ef
     p50, p99 = percentile(ours, 50), percentile(ours, 99)
