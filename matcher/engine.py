@@ -30,6 +30,7 @@ from matcher.when import parse_when
 
 _RETRIEVE = 100  # semantic candidates re-ranked with every factor
 _VOTERS = 20  # nearest listings whose categories vote on the request's category
+_MIN_SEMANTIC = 0.1  # below this (rescaled) similarity, only a category match keeps a candidate
 _EMBED_BATCH = 512
 
 
@@ -38,7 +39,7 @@ class NoExperts(StrEnum):
 
     CANNOT_UNDERSTAND = "cannot_understand"
     EMPTY_CATALOGUE = "empty_catalogue"
-    NONE_AVAILABLE = "none_available"
+    NONE_AVAILABLE = "none_available"  # nobody who fits passes the filters (time, language…)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,9 +232,10 @@ class Matcher:
             return MatchResult(understanding, no_experts=NoExperts.EMPTY_CATALOGUE)
         allowed = self.allowed(query, understanding)
         found = self.index.search(vector, max(_RETRIEVE, query.top), allowed)
-        if not found:
+        ranked = self._rank(found, query, understanding) if found else []
+        if not ranked:
             return MatchResult(understanding, no_experts=NoExperts.NONE_AVAILABLE)
-        return MatchResult(understanding, self._rank(found, query, understanding))
+        return MatchResult(understanding, ranked)
 
     def _available(self, moment: datetime | None, query: MatchQuery) -> NDArray[np.bool_]:
         """Who may take the request at `moment` (None: now). Cached per 15-minute slot."""
@@ -308,8 +310,10 @@ class Matcher:
         score = combine(factors, self.weights)
         home = facets.businesses.index(query.business_id) if query.business_id in facets.businesses else -2
         outside = column("business")[positions] != home
-        # A community's own experts come first; within each group, the score decides.
-        order = np.lexsort((-score, outside))[: query.top]
+        # Someone free but unrelated is no help: keep those in the request's category or close
+        # enough in meaning. A community's own experts come first; then the score decides.
+        relevant = (category == 1.0) | (semantic >= _MIN_SEMANTIC)
+        order = [i for i in np.lexsort((-score, outside)) if relevant[i]][: query.top]
         return [
             RankedExpert(
                 facets.ids[positions[i]],

@@ -221,3 +221,20 @@ def test_sync_embeds_only_what_changed_and_persists(small: Any, tmp_path: Path) 
     rebuilt = Matcher(matcher.embedder, matcher.detector, load_taxonomy(), index_dir=tmp_path)
     assert len(rebuilt.index) == 0
     assert rebuilt.sync(offline_only).embedded == 3
+
+
+def test_free_but_unrelated_experts_are_not_offered(small: Any) -> None:
+    matcher = small(
+        bike_mechanic("mechanic", online=False),
+        bike_mechanic(
+            "baker",
+            headline="Sourdough and pastry lessons",
+            bio="I teach bread baking at home.",
+            skills=("bread",),
+            categories=("cooking",),
+        ),
+    )
+    result = matcher.match(MatchQuery(text="my bike brakes squeal", now=NOW))
+    assert result.experts == []
+    assert result.no_experts is NoExperts.NONE_AVAILABLE
+    assert ids(matcher, include_offline=True) == ["mechanic"]
