@@ -12,6 +12,7 @@ from concierge import appkeys as keys
 from concierge.catalogue_queries import experts_per_category
 from concierge.database import ping
 from concierge.errors import StorageError
+from knowledge.i18n import load_catalogues, negotiate
 from knowledge.taxonomy import load_taxonomy
 
 _CHECK_TIMEOUT_S = 2.0
@@ -62,7 +63,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def index(request: web.Request) -> web.Response:
     taxonomy = load_taxonomy()
-    language = _preferred_language(request, taxonomy.languages)
+    messages = load_catalogues()
+    language = negotiate(_accept_language(request.headers.get("Accept-Language", "")))
     async with request.app[keys.SESSIONS]() as db:
         total, counts = await experts_per_category(db)
     rows = "".join(
@@ -71,6 +73,7 @@ async def index(request: web.Request) -> web.Response:
         f"{html.escape(category.description(language))}</small></li>"
         for category in taxonomy.categories
     )
+    listings = messages.text("landing.listings", language, count=total)
     page = f"""<!doctype html>
 <html lang="{language}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -78,13 +81,14 @@ async def index(request: web.Request) -> web.Response:
 <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem}}
 li{{margin:.5rem 0}} span{{float:right;color:#555}} small{{color:#666}}</style></head>
 <body><h1>Concierge</h1>
-<p>{total} expert listings. <a href="/readyz">/readyz</a> ·
-<a href="/metrics">/metrics</a></p><ul>{rows}</ul></body></html>"""
+<p>{html.escape(messages.text("landing.tagline", language))}</p>
+<p>{html.escape(listings)} · <a href="/readyz">/readyz</a> · <a href="/metrics">/metrics</a></p>
+<h2>{html.escape(messages.text("landing.categories", language))}</h2><ul>{rows}</ul></body></html>"""
     return web.Response(text=page, content_type="text/html")
 
 
-def _preferred_language(request: web.Request, supported: tuple[str, ...]) -> str:
-    header = request.headers.get("Accept-Language", "")
+def _accept_language(header: str) -> list[str]:
+    """Accept-Language tags, most wanted first; malformed weights are skipped."""
     weighted = []
     for position, part in enumerate(header.split(",")[:20]):
         tag, _, params = part.strip().partition(";")
@@ -94,11 +98,8 @@ def _preferred_language(request: web.Request, supported: tuple[str, ...]) -> str
                 quality = float(params.strip()[2:])
             except ValueError:
                 continue
-        weighted.append((-quality, position, tag.split("-")[0].lower()))
-    for _, _, language in sorted(weighted):
-        if language in supported:
-            return language
-    return supported[0]
+        weighted.append((-quality, position, tag.strip()))
+    return [tag for _, _, tag in sorted(weighted) if tag]
 
 
 def add_routes(app: web.Application) -> None:

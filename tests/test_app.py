@@ -142,7 +142,7 @@ async def test_landing_page_lists_categories_in_the_visitors_language(
         japanese = await (await client.get("/", headers={"Accept-Language": "ja-JP,en;q=0.5"})).text()
         assert '<html lang="ja">' in japanese
         assert "パソコン" in japanese
-        assert f"{report.created} expert listings" in japanese
+        assert f"専門家 {report.created} 名" in japanese
         preferred = await (
             await client.get("/", headers={"Accept-Language": "xx, de;q=0.9, fr;q=0.8"})
         ).text()

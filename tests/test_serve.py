@@ -72,7 +72,7 @@ def test_migrate_load_serve_and_stop(served: tuple[subprocess.Popen[str], str]) 
         200,
         json.dumps({"status": "ready", "checks": {"database": "ok", "redis": "ok"}}),
     )
-    status, page = get(f"{base}/")
+    status, page = get(f"{base}/")  # no Accept-Language: English
     assert status == 200
     listed = int(re.search(r"(\d+) expert listings", page).group(1))  # type: ignore[union-attr]
     assert listed >= 150
