@@ -26,6 +26,8 @@ class Person(Base):
     time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
     # Only for age gating (customers 13+, experts 18+, under-18 sessions recorded).
     birth_date: Mapped[date | None] = mapped_column(default=None)
+    # Set instead of a birth date for someone under 13: all that is kept to refuse them again.
+    refused_until: Mapped[date | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     def age_on(self, day: date) -> int | None:
