@@ -24,7 +24,6 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from sqlalchemy import select
@@ -101,36 +100,45 @@ class RatingLine(_Strict):
         return self
 
 
+def _check_hours(value: dict[str, Any]) -> dict[str, Any]:
+    return WeeklyHours.parse(value).to_json()
+
+
+# Listing fields, shared by the import format and by listing edits from a chat.
+Headline = Annotated[Text, Field(max_length=200)]
+Bio = Annotated[StrictStr, Field(max_length=4000)]
+Skills = Annotated[
+    list[Annotated[Text, Field(max_length=100)]], Field(max_length=30), AfterValidator(_unique)
+]
+Categories = Annotated[
+    list[Annotated[StrictStr, AfterValidator(_check_category)]],
+    Field(min_length=1, max_length=3),
+    AfterValidator(_unique),
+]
+Languages = Annotated[
+    list[Annotated[StrictStr, AfterValidator(check_language)]],
+    Field(min_length=1, max_length=10),
+    AfterValidator(_unique),
+]
+TimeZoneName = Annotated[StrictStr, AfterValidator(_check_timezone)]
+Hours = Annotated[dict[str, Any], AfterValidator(_check_hours)]
+
+
 class ExpertLine(_Strict):
     """One line of the import format; the README documents it field by field."""
 
     id: Annotated[StrictStr, AfterValidator(_check_id)]
     name: Annotated[Text, Field(max_length=200)]
-    headline: Annotated[Text, Field(max_length=200)]
-    bio: Annotated[StrictStr, Field(max_length=4000)]
-    skills: Annotated[
-        list[Annotated[Text, Field(max_length=100)]], Field(max_length=30), AfterValidator(_unique)
-    ]
-    categories: Annotated[
-        list[Annotated[StrictStr, AfterValidator(_check_category)]],
-        Field(min_length=1, max_length=3),
-        AfterValidator(_unique),
-    ]
-    languages: Annotated[
-        list[Annotated[StrictStr, AfterValidator(check_language)]],
-        Field(min_length=1, max_length=10),
-        AfterValidator(_unique),
-    ]
+    headline: Headline
+    bio: Bio
+    skills: Skills
+    categories: Categories
+    languages: Languages
     pricing: PricingLine
-    timezone: Annotated[StrictStr, AfterValidator(_check_timezone)]
-    hours: dict[str, Any]
+    timezone: TimeZoneName
+    hours: Hours
     rating: RatingLine
     online: StrictBool
-
-    @field_validator("hours")
-    @classmethod
-    def _hours(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return WeeklyHours.parse(value).to_json()
 
     @property
     def rating_total(self) -> int:
@@ -298,6 +306,7 @@ def _listing_fields(line: ExpertLine) -> dict[str, Any]:
         "time_zone": line.timezone,
         "hours_json": line.hours,
         "online": line.online,
+        "published": True,
         "rating_count": line.rating.count,
         "rating_total": line.rating_total,
     }

@@ -77,7 +77,7 @@ async def load_listings(db: AsyncSession) -> list[Listing]:
         offers[expert_id][status] = count
     busy = set(await db.scalars(select(Session.expert_id).where(Session.state == State.LIVE)))
     listings = []
-    for expert in await db.scalars(select(Expert).order_by(Expert.id)):
+    for expert in await db.scalars(select(Expert).where(Expert.published.is_(True)).order_by(Expert.id)):
         history = offers.get(expert.id, {})
         listings.append(
             Listing(

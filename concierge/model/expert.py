@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, String, Text, true
 from sqlalchemy.orm import Mapped, composite, mapped_column, relationship
 
 from concierge.hours import WeeklyHours
@@ -44,6 +44,8 @@ class Expert(Base):
     time_zone: Mapped[str] = mapped_column(String(64))
     hours_json: Mapped[dict[str, Any]] = mapped_column("hours", JSONDocument, default=dict)
     online: Mapped[bool] = mapped_column(default=False)
+    # A listing is matched only once published: a new expert's draft is not, until its setup is done.
+    published: Mapped[bool] = mapped_column(default=False, server_default=true())
     # Sum of 1–5 star ratings: the mean and the Bayesian average derive from these two.
     rating_count: Mapped[int] = mapped_column(default=0)
     rating_total: Mapped[int] = mapped_column(default=0)
