@@ -40,7 +40,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
                 f"database schema is at {revision or 'nothing'}, the code needs "
                 f"{migrate.head_revision()}: run `concierge db upgrade`"
             )
-    log.info("database ready", url=redacted(settings.database))
+        log.info("database ready", url=redacted(settings.database))
     yield
     await engine.dispose()
 

@@ -2,7 +2,8 @@
 
 Ranges are local wall-clock times on one day; a range never crosses midnight (write
 "22:00-24:00" on one day and "00:00-02:00" on the next), which keeps daylight-saving
-arithmetic in one place: the caller converts an instant to the expert's zone first.
+arithmetic in one place: the matcher's availability (`matcher.facets`) converts an instant to
+the expert's zone first.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from itertools import pairwise
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -65,13 +65,3 @@ class WeeklyHours:
 
     def to_json(self) -> dict[str, list[str]]:
         return {day: [str(r) for r in ranges] for day, ranges in self.days.items()}
-
-    def open_at(self, local: datetime) -> bool:
-        """Whether the wall-clock time `local` (already in the expert's zone) is within hours."""
-        minute = local.hour * 60 + local.minute
-        ranges = self.days.get(WEEKDAYS[local.weekday()], ())
-        return any(r.start <= minute < r.end for r in ranges)
-
-    @property
-    def minutes_per_week(self) -> int:
-        return sum(r.end - r.start for ranges in self.days.values() for r in ranges)

@@ -7,7 +7,7 @@ one vectorised step, which keeps "who is free now" cheap for a million listings.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -32,10 +32,9 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
-def weekly_slots(hours: dict[str, list[tuple[int, int]]] | object) -> NDArray[np.bool_]:
+def weekly_slots(hours: Mapping[str, Sequence[tuple[int, int]]]) -> NDArray[np.bool_]:
+    """15-minute slots of the week (Monday 00:00 first) that fall within `hours`."""
     slots = np.zeros(SLOTS_PER_WEEK, dtype=bool)
-    if not isinstance(hours, dict):
-        return slots
     for day, ranges in hours.items():
         if day not in _WEEKDAYS:
             continue
@@ -125,8 +124,7 @@ class Facets:
         c["online"][position] = listing.online
         c["busy"][position] = listing.busy
         c["zone"][position] = self._code(self.zones, listing.timezone)
-        hours = {day: list(ranges) for day, ranges in listing.hours.items()}
-        c["slots"][position] = np.packbits(weekly_slots(hours), bitorder="little")
+        c["slots"][position] = np.packbits(weekly_slots(listing.hours), bitorder="little")
         c["category_bits"][position] = sum(
             1 << self.category_names.index(name) for name in listing.categories if name in self.category_names
         )

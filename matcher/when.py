@@ -177,7 +177,7 @@ def _day_offset(text: str, language: str, today: date) -> date | None:
             return today + timedelta(days=offset)
     for index, names in enumerate(_WEEKDAYS.get(language, [])):
         for name in names:
-            if not _contains(lowered, name, language) and not (language in ("zh", "ja") and name in lowered):
+            if not _contains(lowered, name, language):
                 continue
             ahead = (index - today.weekday()) % 7 or 7
             if any(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -13,6 +14,8 @@ from concierge.languages import check_language
 from concierge.money import Money, format_money, minor_unit_digits
 from concierge.pricing import Pricing, PricingMode
 from concierge.redis_keys import channel_name, entity_key
+from matcher.facets import Facets, weekly_slots
+from matcher.listing import Listing
 
 
 def test_zero_decimal_and_three_decimal_currencies() -> None:
@@ -76,16 +79,27 @@ def test_bad_hours_are_refused_with_a_reason(raw: object, message: str) -> None:
         WeeklyHours.parse(raw)
 
 
-def test_hours_answer_whether_a_local_time_is_open() -> None:
+def test_hours_decide_availability_in_the_experts_zone() -> None:
     hours = WeeklyHours.parse({"mon": ["14:00-18:00", "09:00-12:00"], "sat": ["22:00-24:00"]})
     assert hours.to_json() == {"mon": ["09:00-12:00", "14:00-18:00"], "sat": ["22:00-24:00"]}
+    minutes = {day: [(r.start, r.end) for r in ranges] for day, ranges in hours.days.items()}
+    assert weekly_slots(minutes).sum() * 15 == 3 * 60 + 4 * 60 + 2 * 60
+    facets = Facets(["repair"])
+    facets.set(
+        0, Listing("x", "h", "", (), ("repair",), ("en",), "free", 0, "EUR", "Asia/Kathmandu", minutes)
+    )
+
+    def open_at(local: datetime) -> bool:
+        return bool(facets.open_at(local.replace(tzinfo=ZoneInfo("Asia/Kathmandu")))[0])
+
     monday = datetime(2026, 11, 23)
-    assert hours.open_at(monday.replace(hour=9))
-    assert not hours.open_at(monday.replace(hour=12))
-    assert not hours.open_at(monday.replace(hour=13, minute=59))
-    assert hours.open_at(datetime(2026, 11, 28, 23, 59))
-    assert not hours.open_at(datetime(2026, 11, 24, 10))
-    assert hours.minutes_per_week == 3 * 60 + 4 * 60 + 2 * 60
+    assert open_at(monday.replace(hour=9))
+    assert not open_at(monday.replace(hour=12))
+    assert not open_at(monday.replace(hour=13, minute=59))
+    assert open_at(datetime(2026, 11, 28, 23, 59))
+    assert not open_at(datetime(2026, 11, 24, 10))
+    # The same instant in UTC: 03:15 UTC is 09:00 in Kathmandu (+05:45).
+    assert bool(facets.open_at(datetime(2026, 11, 23, 3, 15, tzinfo=ZoneInfo("UTC")))[0])
 
 
 @st.composite

@@ -48,9 +48,8 @@ async def with_errors(coroutine: Callable[[], Awaitable[T]]) -> T:
 
 
 @contextlib.asynccontextmanager
-async def database(
-    settings: Settings, *, require_schema: bool = True
-) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+async def database(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on a reachable database whose schema is at the code's revision."""
     engine = create_engine(settings.database)
     try:
         try:
@@ -59,7 +58,7 @@ async def database(
             raise ConciergeError(
                 f"cannot reach the database at {redacted(settings.database)}: {exc}"
             ) from exc
-        if require_schema and revision != migrate.head_revision():
+        if revision != migrate.head_revision():
             raise ConciergeError(
                 f"the database at {redacted(settings.database)} is not migrated: "
                 "run `concierge db upgrade` first"
