@@ -46,6 +46,11 @@ class LogFormat(StrEnum):
     CONSOLE = "console"
 
 
+class TelegramMode(StrEnum):
+    POLLING = "polling"  # the bot asks Telegram for updates: development, one process
+    WEBHOOK = "webhook"  # Telegram posts updates to /webhooks/telegram: production, many processes
+
+
 class LogLevel(StrEnum):
     DEBUG = "debug"
     INFO = "info"
@@ -98,6 +103,28 @@ def _check_detector_languages(text: str) -> str:
     return text
 
 
+def _check_api_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    return url
+
+
+def _check_gateway_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in {"ws", "wss"} or not parts.netloc:
+        raise ValueError("must be an absolute ws:// or wss:// URL")
+    return url
+
+
+def _check_telegram_token(token: SecretStr) -> SecretStr:
+    # Telegram tokens look like 123456789:AA…; a typo here would only show as a 401 much later.
+    bot_id, sep, secret = token.get_secret_value().partition(":")
+    if not sep or not bot_id.isdigit() or not secret:
+        raise ValueError("must look like <bot id>:<secret>, as @BotFather gives it")
+    return token
+
+
 def _check_public_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
@@ -132,6 +159,19 @@ class Settings(BaseSettings):
     matcher_languages: Annotated[str, AfterValidator(_check_detector_languages)] = " ".join(DEFAULT_LANGUAGES)
     matcher_exact_limit: int = Field(default=20_000, ge=1, le=10_000_000)
     matcher_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    telegram_token: Annotated[SecretStr, AfterValidator(_check_telegram_token)] | None = None
+    telegram_mode: TelegramMode = TelegramMode.POLLING
+    telegram_api_url: Annotated[str, AfterValidator(_check_api_url)] = "https://api.telegram.org/bot"
+    telegram_webhook_secret: SecretStr | None = None
+    discord_token: SecretStr | None = None
+    discord_api_url: Annotated[str, AfterValidator(_check_api_url)] = "https://discord.com/api/v10"
+    # None: the gateway Discord names; set only for a local Discord server in tests.
+    discord_gateway_url: Annotated[str, AfterValidator(_check_gateway_url)] | None = None
+    offer_timeout_seconds: int = Field(default=60, ge=5, le=3600)
+    offer_batch: int = Field(default=3, ge=1, le=20)
+    conversation_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
+    max_message_chars: int = Field(default=1000, ge=50, le=4000)
+    messages_per_minute: int = Field(default=20, ge=1, le=10_000)
 
     @property
     def weights(self) -> Weights:
@@ -198,7 +238,8 @@ def _describe(error: Mapping[str, Any]) -> str:
     field = str(error["loc"][0]) if error["loc"] else "?"
     name = f"{ENV_PREFIX}{field.upper()}"
     message = str(error["msg"]).removeprefix("Value error, ")
-    if field == "secret_key":  # never echo a secret, even a rejected one
+    if field in {"secret_key", "telegram_token", "discord_token", "telegram_webhook_secret"}:
+        # never echo a secret, even a rejected one
         return f"{name}: {message}"
     return f"{name}={error.get('input')!r}: {message}"
 

@@ -6,10 +6,12 @@ history and whether they are in a session right now) into matcher listings.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
+from collections.abc import Collection
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from concierge.catalogue import ExpertLine, read_expert_lines
 from concierge.config import Settings
@@ -20,7 +22,7 @@ from concierge.model import Expert, Offer, OfferStatus, Session
 from knowledge.demo import demo_catalogue_path
 from knowledge.taxonomy import load_taxonomy
 from matcher.embedders import create_embedder
-from matcher.engine import Matcher
+from matcher.engine import Matcher, MatchQuery, MatchResult, SyncReport
 from matcher.errors import MatcherError
 from matcher.language import LanguageDetectorPort
 from matcher.listing import Listing
@@ -69,15 +71,48 @@ def demo_listings() -> list[Listing]:
     ]
 
 
-async def load_listings(db: AsyncSession) -> list[Listing]:
+class MatcherHost:
+    """The process's matcher, kept in step with the database as listings and presence change."""
+
+    def __init__(self, matcher: Matcher, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.matcher = matcher
+        self._sessions = sessions
+        self._lock = asyncio.Lock()
+
+    async def load_all(self) -> SyncReport:
+        async with self._sessions() as db:
+            listings = await load_listings(db)
+        async with self._lock:
+            return await asyncio.to_thread(self.matcher.sync, listings)
+
+    async def refresh(self, expert_ids: Collection[str]) -> None:
+        """Re-read these experts: changed listings re-embedded, unpublished ones dropped."""
+        async with self._sessions() as db:
+            listings = await load_listings(db, expert_ids)
+        found = {listing.id for listing in listings}
+        async with self._lock:
+            self.matcher.update(listings)
+            self.matcher.remove([expert_id for expert_id in expert_ids if expert_id not in found])
+
+    def match(self, query: MatchQuery) -> MatchResult:
+        return self.matcher.match(query)
+
+
+async def load_listings(db: AsyncSession, only: Collection[str] | None = None) -> list[Listing]:
+    """Published listings as the matcher sees them (all, or just the experts in `only`)."""
     offers: dict[str, dict[OfferStatus, int]] = defaultdict(dict)
-    for expert_id, status, count in await db.execute(
-        select(Offer.expert_id, Offer.status, func.count()).group_by(Offer.expert_id, Offer.status)
-    ):
+    counts = select(Offer.expert_id, Offer.status, func.count()).group_by(Offer.expert_id, Offer.status)
+    live = select(Session.expert_id).where(Session.state == State.LIVE)
+    experts = select(Expert).where(Expert.published.is_(True)).order_by(Expert.id)
+    if only is not None:
+        counts = counts.where(Offer.expert_id.in_(only))
+        live = live.where(Session.expert_id.in_(only))
+        experts = experts.where(Expert.id.in_(only))
+    for expert_id, status, count in await db.execute(counts):
         offers[expert_id][status] = count
-    busy = set(await db.scalars(select(Session.expert_id).where(Session.state == State.LIVE)))
+    busy = set(await db.scalars(live))
     listings = []
-    for expert in await db.scalars(select(Expert).where(Expert.published.is_(True)).order_by(Expert.id)):
+    for expert in await db.scalars(experts):
         history = offers.get(expert.id, {})
         listings.append(
             Listing(

@@ -100,6 +100,52 @@ class Lifecycle:
             db.add_all(offers)
         return offers
 
+    async def offer_more(self, request_id: str, candidates: Sequence[tuple[str, float]]) -> list[Offer]:
+        """A further round for a request still offered: nobody took the earlier offers."""
+        if not candidates:
+            raise DomainError("an offer needs at least one expert")
+        async with self._sessions.begin() as db:
+            current = await db.scalar(select(HelpRequest.status).where(HelpRequest.id == request_id))
+            if current is None:
+                raise NotFound("request", request_id)
+            if current is not State.OFFERED:
+                raise IllegalTransition(f"request {request_id}", current.value, Event.OFFER.value)
+            earlier = list(await db.scalars(select(Offer).where(Offer.request_id == request_id)))
+            offered = {offer.expert_id for offer in earlier}
+            if any(expert_id in offered for expert_id, _ in candidates):
+                raise DomainError("an expert was already offered this request")
+            first = max((offer.rank for offer in earlier), default=0) + 1
+            offers = [
+                Offer(
+                    request_id=request_id,
+                    expert_id=expert_id,
+                    rank=rank,
+                    score=score,
+                    created_at=self._clock(),
+                )
+                for rank, (expert_id, score) in enumerate(candidates, start=first)
+            ]
+            db.add_all(offers)
+        return offers
+
+    async def time_out_offers(self, request_id: str) -> list[str]:
+        """Close the request's unanswered offers; the experts whose offer ran out."""
+        async with self._sessions.begin() as db:
+            pending = list(
+                await db.scalars(
+                    select(Offer.expert_id).where(
+                        Offer.request_id == request_id, Offer.status == OfferStatus.PENDING
+                    )
+                )
+            )
+            await db.execute(
+                update(Offer)
+                .where(Offer.request_id == request_id, Offer.status == OfferStatus.PENDING)
+                .values(status=OfferStatus.TIMED_OUT, answered_at=self._clock())
+                .execution_options(synchronize_session=False)
+            )
+        return pending
+
     async def claim(
         self,
         request_id: str,

@@ -180,6 +180,41 @@ class Matcher:
             self.index.save(self._index_dir, embedder=self.embedder.name)
         return report
 
+    def update(self, listings: Iterable[Listing]) -> SyncReport:
+        """Add or change a few listings (an expert going online, editing a listing) in place."""
+        changed = list(listings)
+        stale = [item for item in changed if self.index.fingerprint(item.id) != item.fingerprint]
+        report = SyncReport(listings=len(self._listings))
+        if stale:
+            rows = self.embedder.embed_passages([item.text for item in stale])
+            report.embedded = self.index.upsert(
+                [(item.id, item.fingerprint, v) for item, v in zip(stale, rows, strict=True)]
+            )
+        for item in changed:
+            self._listings[item.id] = item
+        if stale:  # new positions (and tombstones): rebuild the facts around them
+            self._rebuild_facets()
+            if self._index_dir is not None:
+                self.index.save(self._index_dir, embedder=self.embedder.name)
+        else:
+            for item in changed:
+                position = self.index.position(item.id)
+                if position is not None:
+                    self._facets.set(position, item)
+            self._availability.clear()
+        report.listings = len(self._listings)
+        return report
+
+    def remove(self, listing_ids: Iterable[str]) -> int:
+        gone = [listing_id for listing_id in listing_ids if self._listings.pop(listing_id, None) is not None]
+        removed = self.index.remove(gone)
+        if removed:
+            self._rebuild_facets()
+        return removed
+
+    def listing(self, listing_id: str) -> Listing | None:
+        return self._listings.get(listing_id)
+
     def _rebuild_facets(self) -> None:
         facets = Facets([c.id for c in self.taxonomy.categories], capacity=max(1024, self.index.size))
         for listing_id, listing in self._listings.items():

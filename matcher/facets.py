@@ -8,7 +8,7 @@ one vectorised step, which keeps "who is free now" cheap for a million listings.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -44,6 +44,30 @@ def weekly_slots(hours: Mapping[str, Sequence[tuple[int, int]]]) -> NDArray[np.b
             last = -(-end // SLOT_MINUTES)
             slots[base + first : base + last] = True
     return slots
+
+
+def next_opening(
+    hours: Mapping[str, Sequence[tuple[int, int]]], zone: str, after: datetime
+) -> datetime | None:
+    """The first 15-minute slot at or after `after` that `hours` cover, within a week (DST-aware)."""
+    slots = weekly_slots(hours)
+    if not slots.any():
+        return None
+    tz = _zone(zone)
+    local = after.astimezone(tz)
+    minute = local.hour * 60 + local.minute
+    start_of_slot = local.replace(minute=0, second=0, microsecond=0) + timedelta(
+        minutes=(minute % 60) // SLOT_MINUTES * SLOT_MINUTES
+    )
+    # Walk wall-clock slots, re-localising each: a DST jump moves the clock, not the hours.
+    for step in range(SLOTS_PER_WEEK + 1):
+        candidate = (start_of_slot.replace(tzinfo=None) + timedelta(minutes=step * SLOT_MINUTES)).replace(
+            tzinfo=tz
+        )
+        index = candidate.weekday() * SLOTS_PER_DAY + (candidate.hour * 60 + candidate.minute) // SLOT_MINUTES
+        if slots[index]:
+            return max(candidate, after.astimezone(tz))
+    return None
 
 
 # Column name → (dtype, fill value, per-row width or None).

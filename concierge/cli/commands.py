@@ -41,8 +41,21 @@ def serve() -> None:
     run(lambda: _serve(settings))
 
 
+def service_app(settings: Settings) -> web.Application:
+    """The whole service: the core app plus the bots and their channels.
+
+    The CLI is the composition root, the one place allowed to know every package: the core
+    itself never imports the bots.
+    """
+    from bots.wiring import install
+
+    app = create_app(settings)
+    install(app)
+    return app
+
+
 async def _serve(settings: Settings) -> None:
-    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    runner = web.AppRunner(service_app(settings), access_log=None, handle_signals=False)
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.http_host, settings.http_port)
@@ -55,6 +68,7 @@ async def _serve(settings: Settings) -> None:
             ) from exc
         host, port = runner.addresses[0][:2]
         click.echo(f"Concierge is running on http://{host}:{port}  (Ctrl+C stops it)")
+        click.echo(f"  customers: http://{host}:{port}/chat   experts: http://{host}:{port}/expert")
         if settings.base_url != f"http://{host}:{port}":
             click.echo(f"Links sent to people start with {settings.base_url}")
         stop = asyncio.Event()

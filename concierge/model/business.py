@@ -38,6 +38,8 @@ class Business(Base):
     )
     # None: the platform default (CONCIERGE_COMMISSION_PERCENT) applies.
     commission_percent: Mapped[Decimal | None] = mapped_column(Numeric(5, 2), default=None)
+    # Typed into /setup by a community admin to link a group, guild or widget to this business.
+    setup_code: Mapped[str | None] = mapped_column(String(32), unique=True, default=None)
     sponsors_sessions: Mapped[bool] = mapped_column(default=False)
     sponsorship_budget_amount: Mapped[int | None] = mapped_column(BigInteger, default=None)
     sponsorship_currency: Mapped[str | None] = mapped_column(currency_column(), default=None)

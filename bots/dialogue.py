@@ -1,0 +1,555 @@
+"""The dialogue engine: an incoming event plus the conversation state → replies.
+
+Channel-agnostic and free of channel I/O: it reads and changes the conversation it is given,
+asks the concierge core for everything that touches data, and returns `Reply` objects for any
+number of people (the customer, the experts being notified). Delivering them is the
+dispatcher's job. Every text comes from the message catalogues, in the reader's language.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from bots.conversation import Conversation
+from bots.events import Button, Incoming, Kind, Reply
+from bots.listing_setup import ListingSetup
+from bots.parsing import parse_birth_date
+from bots.texts import Texts
+from concierge.claims import AlreadyTaken
+from concierge.errors import DomainError, InviteRefused, NotFound
+from concierge.onboarding import ListingRefused
+from concierge.people import AgeGate
+from concierge.reach import Reach
+from concierge.service import Concierge, LinkRefused
+from concierge.views import Accepted, Cancelled, NoMatch, OfferNotice, PersonView, Proposal, Queued, Round
+from knowledge.i18n import LANGUAGES, negotiate
+
+Handler = Callable[[Incoming, PersonView, Conversation, list[Reply]], Awaitable[None]]
+LANGUAGE_NAMES = {
+    "en": "English",
+    "fr": "Français",
+    "de": "Deutsch",
+    "es": "Español",
+    "zh": "中文",
+    "ja": "日本語",
+}
+
+
+class Dialogue:
+    def __init__(self, concierge: Concierge, texts: Texts, *, max_chars: int) -> None:
+        self.concierge = concierge
+        self.t = texts
+        self.max_chars = max_chars
+        self.setup = ListingSetup(concierge, texts)
+        self._commands: dict[str, Handler] = {
+            "start": self._start,
+            "help": self._help,
+            "lang": self._lang,
+            "cancel": self._cancel,
+            "sessions": self._sessions,
+            "profile": self._profile,
+            "expert": self._expert,
+            "online": self._online,
+            "offline": self._offline,
+            "link": self._link,
+            "ask": self._ask_command,
+            "setup": self._setup_community,
+            "edit": self.setup.edit_command,
+            "publish": self.setup.publish_command,
+        }
+
+    # ------------------------------------------------------------------ entry points
+
+    async def handle(self, event: Incoming, conversation: Conversation) -> list[Reply]:
+        person = await self.concierge.identify(
+            event.channel,
+            event.user_id,
+            name=event.name,
+            locale=negotiate([event.locale]) if event.locale else None,
+        )
+        replies: list[Reply] = []
+        if person.gate is AgeGate.REFUSED:
+            replies.append(self._say(person, "bot.age.refused"))
+            return replies
+        try:
+            await self._route(event, person, conversation, replies)
+        except AlreadyTaken:
+            replies.append(self._say(person, "bot.offer.taken"))
+        except InviteRefused as exc:
+            replies.append(self._say(person, f"bot.expert.refused.{exc.reason}"))
+        except ListingRefused as exc:
+            replies.append(self._say(person, "bot.listing.refused", problems="; ".join(exc.problems)))
+        except LinkRefused as exc:
+            replies.append(self._say(person, f"bot.link.refused.{exc.reason}"))
+        except NotFound:
+            replies.append(self._say(person, "bot.gone"))
+        except DomainError as exc:
+            replies.append(self._say(person, "bot.refused", reason=str(exc)))
+        return replies
+
+    async def _route(self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]) -> None:
+        if event.kind is Kind.UNSUPPORTED:
+            out.append(self._say(person, "bot.unsupported"))
+            return
+        if event.kind is Kind.COMMAND:
+            name, _ = event.command
+            handler = self._commands.get(name)
+            if handler is None:
+                out.append(self._say(person, "bot.unknown_command", command=f"/{name}"[:40]))
+                return
+            await handler(event, person, conv, out)
+            return
+        if event.kind is Kind.PRESS:
+            await self._press(event, person, conv, out)
+            return
+        text = event.text.strip()
+        if not text:
+            out.append(self._say(person, "bot.empty"))
+            return
+        if len(text) > self.max_chars:
+            out.append(self._say(person, "bot.too_long", limit=self.max_chars))
+            return
+        if conv.step == "birth_date":
+            await self._birth_date(event, person, conv, out, text)
+        elif conv.step.startswith("setup:") or conv.step == "price_amount":
+            await self.setup.answer(person, conv, text, out)
+        else:
+            await self._ask(event, person, conv, out, text)
+
+    # ------------------------------------------------------------------ asking for help
+
+    async def _ask(
+        self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply], text: str
+    ) -> None:
+        if person.gate is AgeGate.UNKNOWN:
+            conv.pending_text = text
+            conv.step = "birth_date"
+            out.append(self._say(person, "bot.age.ask"))
+            return
+        if conv.request_id is not None and await self.concierge.is_open(conv.request_id):
+            out.append(self._say(person, "bot.ask.already_open"))
+            return
+        community = (event.channel, event.community) if event.community else None
+        outcome = await self.concierge.ask(person, text, community=community)
+        detected = outcome.language if isinstance(outcome, Proposal) else None
+        if detected in LANGUAGES and detected != person.locale and not conv.language_fixed:
+            assert detected is not None
+            await self.concierge.set_locale(person.id, detected)
+            person = await self.concierge.person(person.id, reach=person.reach)
+        self._outcome(person, conv, outcome, out)
+
+    def _outcome(
+        self, person: PersonView, conv: Conversation, outcome: Proposal | Queued | NoMatch, out: list[Reply]
+    ) -> None:
+        lang = person.locale
+        if isinstance(outcome, NoMatch):
+            conv.request_id = None
+            out.append(self._say(person, f"bot.ask.{outcome.reason}"))
+            return
+        conv.request_id = outcome.request_id
+        if isinstance(outcome, Queued):
+            out.append(self._queue_reply(person, outcome.request_id, outcome.place, edit=False))
+            return
+        body = "\n\n".join(
+            self.t.card(i, card, lang, person.time_zone) for i, card in enumerate(outcome.cards, 1)
+        )
+        # Buttons carry the position among all experts shown for the request, so a press on an
+        # older card message (before "none of these") still names the right expert.
+        picks = tuple(
+            (
+                Button(
+                    self.t("bot.cards.pick", lang, number=i, name=card.name),
+                    f"pick:{outcome.request_id}:{outcome.offset + i - 1}",
+                ),
+            )
+            for i, card in enumerate(outcome.cards, 1)
+        )
+        footer = (
+            Button(self.t("bot.cards.anyone", lang), f"anyone:{outcome.request_id}:{outcome.offset}"),
+            Button(self.t("bot.cards.more", lang), f"more:{outcome.request_id}"),
+        )
+        out.append(
+            Reply(
+                person.reach or _nowhere(),
+                self.t("bot.cards.intro", lang, count=len(outcome.cards)) + "\n\n" + body,
+                (*picks, footer),
+                ref=f"cards:{outcome.request_id}",
+            )
+        )
+
+    async def _ask_command(
+        self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        _, args = event.command
+        if not args:
+            out.append(self._say(person, "bot.ask.usage"))
+            return
+        if len(args) > self.max_chars:
+            out.append(self._say(person, "bot.too_long", limit=self.max_chars))
+            return
+        await self._ask(event, person, conv, out, args)
+
+    async def _press(self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]) -> None:
+        action, _, rest = event.text.partition(":")
+        if action in {"pick", "anyone", "more"}:
+            await self._customer_press(action, rest, person, conv, out)
+        elif action == "leave":
+            await self._cancel(
+                event, person, Conversation(request_id=rest if rest == conv.request_id else None), out
+            )
+            if rest == conv.request_id:
+                conv.request_id = None
+        elif action in {"accept", "decline"}:
+            await self._expert_press(action, rest, person, out)
+        elif action == "lang":
+            await self._set_language(rest, person, conv, out)
+        else:
+            await self.setup.press(action, rest, person, conv, out)
+
+    async def _customer_press(
+        self, action: str, rest: str, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        request_id, _, number = rest.partition(":")
+        if request_id != conv.request_id:
+            out.append(self._say(person, "bot.gone"))
+            return
+        if action == "more":
+            outcome = await self.concierge.widen(person, request_id)
+            self._outcome(person, conv, outcome, out)
+            return
+        shown = await self.concierge.shown_in_order(request_id)
+        if not number.isdigit() or int(number) >= len(shown):
+            out.append(self._say(person, "bot.gone"))
+            return
+        position = int(number)
+        chosen = [shown[position]] if action == "pick" else shown[position : position + 3]
+        round_ = await self.concierge.choose(person, request_id, chosen)
+        names = ", ".join(notice.expert.name for notice in round_.notices)
+        out.append(
+            Reply(
+                person.reach or _nowhere(),
+                self.t(
+                    "bot.cards.asked",
+                    person.locale,
+                    names=names,
+                    seconds=self.concierge.settings.offer_timeout_seconds,
+                ),
+                ref=f"cards:{request_id}",
+                edit=True,
+            )
+        )
+        out.extend(self.notices(round_.notices))
+
+    async def _expert_press(self, action: str, request_id: str, person: PersonView, out: list[Reply]) -> None:
+        if action == "decline":
+            round_ = await self.concierge.decline(person, request_id)
+            out.append(self._edit(person, f"offer:{request_id}", "bot.offer.declined"))
+            if round_ is not None:
+                out.extend(self.rounds([round_]))
+            return
+        try:
+            accepted = await self.concierge.accept(person, request_id)
+        except AlreadyTaken:
+            out.append(self._edit(person, f"offer:{request_id}", "bot.offer.taken"))
+            return
+        out.extend(self.accepted(accepted))
+
+    # ------------------------------------------------------------------ what others are told
+
+    def notices(self, notices: tuple[OfferNotice, ...]) -> list[Reply]:
+        replies = []
+        for notice in notices:
+            expert = notice.expert
+            if expert.reach is None:
+                continue
+            lang = expert.locale
+            language = LANGUAGE_NAMES.get(notice.language or "", notice.language or "?")
+            replies.append(
+                Reply(
+                    expert.reach,
+                    self.t(
+                        "bot.offer.new",
+                        lang,
+                        text=notice.text,
+                        language=language,
+                        price=self.t.price(notice.pricing, lang),
+                        seconds=self.concierge.settings.offer_timeout_seconds,
+                    ),
+                    (
+                        (
+                            Button(self.t("bot.offer.accept", lang), f"accept:{notice.request_id}"),
+                            Button(self.t("bot.offer.decline", lang), f"decline:{notice.request_id}"),
+                        ),
+                    ),
+                    ref=f"offer:{notice.request_id}",
+                )
+            )
+        return replies
+
+    def accepted(self, accepted: Accepted) -> list[Reply]:
+        expert, customer = accepted.expert, accepted.customer
+        replies = [
+            self._edit(
+                expert,
+                f"offer:{accepted.request_id}",
+                "bot.offer.won",
+                text=accepted.text,
+                quote=self.t.quote(accepted.quote, expert.locale, for_expert=True),
+            )
+        ]
+        replies += [
+            self._edit(other, f"offer:{accepted.request_id}", "bot.offer.taken") for other in accepted.taken
+        ]
+        if customer.reach is not None:
+            replies.append(
+                self._say(
+                    customer,
+                    "bot.accepted",
+                    name=expert.name,
+                    quote=self.t.quote(accepted.quote, customer.locale, for_expert=False),
+                )
+            )
+        return replies
+
+    def rounds(self, rounds: list[Round]) -> list[Reply]:
+        replies = []
+        for round_ in rounds:
+            customer = round_.customer
+            replies += [
+                self._edit(expert, f"offer:{round_.request_id}", "bot.offer.lapsed")
+                for expert in round_.lapsed
+            ]
+            if customer.reach is None:
+                continue
+            if round_.notices:
+                replies.append(self._say(customer, "bot.round.more", count=len(round_.notices)))
+                replies += self.notices(round_.notices)
+            elif round_.queued_place is not None:
+                replies.append(
+                    self._queue_reply(customer, round_.request_id, round_.queued_place, edit=False)
+                )
+            elif round_.exhausted:
+                replies.append(self._say(customer, "bot.round.exhausted"))
+        return replies
+
+    def moved(self, moved: list[tuple[PersonView, str, int]]) -> list[Reply]:
+        return [
+            self._queue_reply(person, request_id, place, edit=True) for person, request_id, place in moved
+        ]
+
+    def _queue_reply(self, person: PersonView, request_id: str, place: int, *, edit: bool) -> Reply:
+        return Reply(
+            person.reach or _nowhere(),
+            self.t("bot.queue.place", person.locale, count=place),
+            ((Button(self.t("bot.queue.leave", person.locale), f"leave:{request_id}"),),),
+            ref=f"queue:{request_id}",
+            edit=edit,
+        )
+
+    def cancelled(self, cancelled: Cancelled) -> list[Reply]:
+        return [
+            self._edit(expert, f"offer:{cancelled.request_id}", "bot.offer.cancelled")
+            for expert in cancelled.told
+        ]
+
+    # ------------------------------------------------------------------ commands
+
+    async def _start(self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]) -> None:
+        _, payload = event.command
+        if event.locale is None and not conv.language_fixed and person.gate is AgeGate.UNKNOWN:
+            out.append(self._language_menu(person))
+        out.append(self._say(person, "bot.welcome", name=person.name or "👋"))
+        if payload.startswith("ask_"):
+            out.append(self._say(person, "bot.ask.prompt"))
+
+    async def _help(self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]) -> None:
+        key = "bot.help.expert" if person.expert else "bot.help"
+        out.append(self._say(person, key))
+
+    async def _lang(self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]) -> None:
+        _, args = event.command
+        if args:
+            await self._set_language(args.lower(), person, conv, out)
+        else:
+            out.append(self._language_menu(person))
+
+    def _language_menu(self, person: PersonView) -> Reply:
+        buttons = tuple(
+            tuple(Button(LANGUAGE_NAMES[code], f"lang:{code}") for code in LANGUAGES[i : i + 3])
+            for i in (0, 3)
+        )
+        return Reply(person.reach or _nowhere(), self.t("bot.lang.choose", person.locale), buttons)
+
+    async def _set_language(
+        self, code: str, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        if code not in LANGUAGES:
+            out.append(self._say(person, "bot.lang.unknown", languages=", ".join(LANGUAGES)))
+            return
+        await self.concierge.set_locale(person.id, code)
+        conv.language_fixed = True
+        person = await self.concierge.person(person.id, reach=person.reach)
+        out.append(self._say(person, "bot.lang.set", language=LANGUAGE_NAMES[code]))
+        if conv.step == "birth_date":
+            out.append(self._say(person, "bot.age.ask"))
+
+    async def _cancel(
+        self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        if conv.step != "idle":
+            conv.step, conv.setup, conv.pending_text, conv.pending_code = "idle", False, None, None
+            out.append(self._say(person, "bot.cancel.step"))
+            return
+        if conv.request_id is None:
+            out.append(self._say(person, "bot.cancel.nothing"))
+            return
+        request_id, conv.request_id = conv.request_id, None
+        try:
+            cancelled = await self.concierge.cancel(person, request_id)
+        except DomainError:
+            out.append(self._say(person, "bot.cancel.too_late"))
+            return
+        out.append(self._say(person, "bot.cancel.request"))
+        out.extend(self.cancelled(cancelled))
+
+    async def _sessions(
+        self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        lines = await self.concierge.sessions_of(person)
+        if not lines:
+            out.append(self._say(person, "bot.sessions.none"))
+            return
+        body = "\n".join(self.t.session_line(line, person.locale, person.time_zone) for line in lines)
+        out.append(
+            Reply(person.reach or _nowhere(), self.t("bot.sessions.title", person.locale) + "\n" + body)
+        )
+
+    async def _profile(
+        self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        lang = person.locale
+        gate = self.t(f"bot.gate.{person.gate.value}", lang)
+        text = self.t(
+            "bot.profile", lang, name=person.name, language=LANGUAGE_NAMES.get(lang, lang), gate=gate
+        )
+        buttons: tuple[tuple[Button, ...], ...] = ()
+        if person.expert is not None:
+            text += "\n\n" + self.t.listing(person.expert, lang)
+            buttons = self.setup.edit_buttons(person)
+        out.append(Reply(person.reach or _nowhere(), text, buttons))
+
+    async def _expert(
+        self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        _, code = event.command
+        if person.expert is not None:
+            out.append(self._say(person, "bot.expert.already"))
+            await self._profile(event, person, conv, out)
+            return
+        if not code:
+            out.append(self._say(person, "bot.expert.usage"))
+            return
+        if person.gate is AgeGate.UNKNOWN:
+            conv.pending_code = code[:64]
+            conv.step = "birth_date"
+            out.append(self._say(person, "bot.age.ask"))
+            return
+        await self._become_expert(person, conv, code, out)
+
+    async def _become_expert(
+        self, person: PersonView, conv: Conversation, code: str, out: list[Reply]
+    ) -> None:
+        if person.gate is not AgeGate.ADULT:
+            out.append(self._say(person, "bot.expert.adults_only"))
+            return
+        person = await self.concierge.become_expert(person, code)
+        out.append(self._say(person, "bot.expert.welcome"))
+        conv.setup = True
+        self.setup.next_step(person, conv, out)
+
+    async def _online(
+        self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        await self._presence(person, True, out)
+
+    async def _offline(
+        self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        await self._presence(person, False, out)
+
+    async def _presence(self, person: PersonView, online: bool, out: list[Reply]) -> None:
+        if person.expert is None:
+            out.append(self._say(person, "bot.expert.not_yet"))
+            return
+        await self.concierge.set_online(person, online)
+        out.append(self._say(person, "bot.presence.online" if online else "bot.presence.offline"))
+        if online:
+            rounds, moved = await self.concierge.serve_line()
+            out.extend(self.served(rounds) + self.moved(moved))
+
+    def served(self, rounds: list[Round]) -> list[Reply]:
+        replies = []
+        for round_ in rounds:
+            if round_.customer.reach is not None:
+                replies.append(self._say(round_.customer, "bot.queue.served", count=len(round_.notices)))
+            replies += self.notices(round_.notices)
+        return replies
+
+    async def _link(self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]) -> None:
+        _, code = event.command
+        if not code:
+            new_code = await self.concierge.link_code(person)
+            out.append(self._say(person, "bot.link.code", code=new_code))
+            return
+        linked = await self.concierge.link(event.channel, event.user_id, code)
+        out.append(self._say(linked, "bot.link.done", name=linked.name))
+
+    async def _setup_community(
+        self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        _, code = event.command
+        if event.community is None:
+            out.append(self._say(person, "bot.community.where"))
+        elif not event.is_admin:
+            out.append(self._say(person, "bot.community.admins_only"))
+        elif not code:
+            out.append(self._say(person, "bot.community.usage"))
+        else:
+            name = await self.concierge.link_community(event.channel, event.community, code)
+            out.append(self._say(person, "bot.community.done", business=name))
+
+    async def _birth_date(
+        self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply], text: str
+    ) -> None:
+        born = parse_birth_date(text)
+        if born is None:
+            out.append(self._say(person, "bot.age.unreadable"))
+            return
+        gate = await self.concierge.state_birth_date(person.id, born)
+        conv.step = "idle"
+        pending_text, pending_code = conv.pending_text, conv.pending_code
+        conv.pending_text = conv.pending_code = None
+        person = await self.concierge.person(person.id, reach=person.reach)
+        if gate is AgeGate.REFUSED:
+            out.append(self._say(person, "bot.age.refused"))
+            return
+        if gate is AgeGate.MINOR:
+            out.append(self._say(person, "bot.age.minor"))
+        if pending_code is not None:
+            await self._become_expert(person, conv, pending_code, out)
+        elif pending_text is not None:
+            await self._ask(event, person, conv, out, pending_text)
+        else:
+            out.append(self._say(person, "bot.ask.prompt"))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _say(self, person: PersonView, key: str, **values: object) -> Reply:
+        return Reply(person.reach or _nowhere(), self.t(key, person.locale, **values))
+
+    def _edit(self, person: PersonView, ref: str, key: str, **values: object) -> Reply:
+        return Reply(person.reach or _nowhere(), self.t(key, person.locale, **values), ref=ref, edit=True)
+
+
+def _nowhere() -> Reach:
+    raise DomainError("this person cannot be reached on any channel")

@@ -1,0 +1,86 @@
+"""Between the channels and the dialogue engine: limits, conversation state, delivery.
+
+Adapters call `handle` with an `Incoming`; the dispatcher checks the sender's rate limit, loads
+their conversation, lets the engine decide, saves the conversation and hands each reply to
+the outbox of the channel it is addressed to (an expert may be on another channel than the
+customer). Background ticks move offers that ran out and serve the waiting line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Protocol
+
+import structlog
+
+from bots.conversation import ConversationStore
+from bots.dialogue import Dialogue
+from bots.events import Incoming, Reply
+from bots.rate_limit import RateLimiter, Verdict
+from concierge.model import Channel
+from knowledge.i18n import negotiate
+
+log = structlog.get_logger("bots.dispatcher")
+
+
+class Outbox(Protocol):
+    """A channel's way of delivering replies (sending, or editing a message sent before)."""
+
+    async def deliver(self, reply: Reply) -> None: ...
+
+
+class Dispatcher:
+    def __init__(self, dialogue: Dialogue, store: ConversationStore, limiter: RateLimiter) -> None:
+        self.dialogue = dialogue
+        self._store = store
+        self._limiter = limiter
+        self._outboxes: dict[Channel, Outbox] = {}
+        # One turn at a time per person in this process: two quick presses must not interleave
+        # their reads and writes of the same conversation.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def register(self, channel: Channel, outbox: Outbox) -> None:
+        self._outboxes[channel] = outbox
+
+    def unregister(self, channel: Channel) -> None:
+        self._outboxes.pop(channel, None)
+
+    async def handle(self, event: Incoming) -> list[Reply]:
+        verdict = await self._limiter.check(event.reach)
+        if verdict is Verdict.DROP:
+            return []
+        if verdict is Verdict.WARN:
+            language = negotiate([event.locale]) if event.locale else "en"
+            reply = Reply(event.reach, self.dialogue.t("bot.rate_limited", language))
+            await self.deliver([reply])
+            return [reply]
+        key = str(event.reach)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        async with lock:
+            conversation = await self._store.load(event.reach)
+            replies = await self.dialogue.handle(event, conversation)
+            await self._store.save(event.reach, conversation)
+        await self.deliver(replies)
+        return replies
+
+    async def deliver(self, replies: list[Reply]) -> None:
+        for reply in replies:
+            outbox = self._outboxes.get(reply.to.channel)
+            if outbox is None:
+                log.warning("reply for a channel that is off", channel=reply.to.channel.value)
+                continue
+            try:
+                await outbox.deliver(reply)
+            except Exception as exc:  # one unreachable person must not stop the others' replies
+                log.warning("delivery failed", channel=reply.to.channel.value, error=repr(exc))
+
+    async def tick(self, *, serve_line: bool) -> None:
+        """Offers that ran out go to the next experts; free experts take people waiting in line."""
+        concierge = self.dialogue.concierge
+        await self.deliver(self.dialogue.rounds(await concierge.expire_due()))
+        if serve_line:
+            rounds, moved = await concierge.serve_line()
+            await self.deliver(self.dialogue.served(rounds) + self.dialogue.moved(moved))

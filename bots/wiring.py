@@ -1,0 +1,98 @@
+"""Adds the concierge core, the dialogue engine and every configured channel to the app.
+
+Order of start-up (aiohttp runs cleanup contexts in order, and tears them down in reverse):
+the matcher (loaded once per process, then synced from the database), the core and the
+dispatcher, the background ticker, then the channels. A channel without a token is off, which
+is said once in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from bots import appkeys as keys
+from bots.conversation import ConversationStore
+from bots.dialogue import Dialogue
+from bots.dispatcher import Dispatcher
+from bots.rate_limit import RateLimiter
+from bots.texts import Texts
+from bots.web import VisitorTokens, WebChannel, WebSockets, asset, chat_page, expert_page, relay_ctx
+from concierge.appkeys import REDIS, SESSIONS, SETTINGS
+from concierge.matching import MatcherHost, build_matcher
+from concierge.model import Channel
+from concierge.service import Concierge
+from knowledge.i18n import load_catalogues
+
+log = structlog.get_logger("bots.wiring")
+
+TICK_SECONDS = 1.0
+SERVE_LINE_EVERY = 5  # ticks
+
+
+async def core_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    matcher = app.get(keys.MATCHER)
+    if matcher is None:
+        matcher = await asyncio.to_thread(build_matcher, settings)
+    host = MatcherHost(matcher, app[SESSIONS])
+    report = await host.load_all()
+    log.info("matcher ready", listings=report.listings, embedded=report.embedded)
+    concierge = Concierge(settings, app[SESSIONS], app[REDIS], host)
+    dialogue = Dialogue(concierge, Texts(load_catalogues()), max_chars=settings.max_message_chars)
+    store = ConversationStore(app[REDIS], settings.conversation_ttl_hours * 3600)
+    app[keys.MATCHER_HOST] = host
+    app[keys.CONCIERGE] = concierge
+    app[keys.DISPATCHER] = Dispatcher(dialogue, store, RateLimiter(app[REDIS], settings.messages_per_minute))
+    yield
+
+
+async def ticker_ctx(app: web.Application) -> AsyncIterator[None]:
+    dispatcher = app[keys.DISPATCHER]
+
+    async def run() -> None:
+        count = 0
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            count += 1
+            try:
+                await dispatcher.tick(serve_line=count % SERVE_LINE_EVERY == 0)
+            except Exception as exc:  # keep ticking: the next tick retries what failed
+                log.warning("tick failed", error=repr(exc))
+
+    task = asyncio.create_task(run(), name="offer-ticker")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def web_ctx(app: web.Application) -> AsyncIterator[None]:
+    channel = WebChannel(app[REDIS])
+    app[keys.WEB_CHANNEL] = channel
+    app[keys.DISPATCHER].register(Channel.WEB, channel)
+    sockets = WebSockets(
+        channel, app[keys.DISPATCHER], VisitorTokens(app[SETTINGS].signing_key), app[SESSIONS]
+    )
+    app[keys.WEB_SOCKETS] = sockets
+    async for _ in relay_ctx(channel):
+        yield
+
+
+async def _ws(request: web.Request) -> web.StreamResponse:
+    return await request.app[keys.WEB_SOCKETS].handle(request)
+
+
+def install(app: web.Application) -> None:
+    """Add the bots' lifecycles and routes to the concierge app (before it starts)."""
+    app.cleanup_ctx.append(core_ctx)
+    app.cleanup_ctx.append(ticker_ctx)
+    app.cleanup_ctx.append(web_ctx)
+    app.router.add_get("/chat", chat_page)
+    app.router.add_get("/expert", expert_page)
+    app.router.add_get("/chat/ws", _ws)
+    app.router.add_get("/chat/assets/{name}", asset)

@@ -1,0 +1,703 @@
+"""The concierge core as the dialogue engine uses it: one method per thing a person can do.
+
+Each method does the work through the modules that own it (people, onboarding, lifecycle,
+claims, the matcher host, the waiting line) and answers with frozen views. Nothing here knows
+about chats, buttons or languages; the engine decides what to say.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import redis.asyncio as aioredis
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from billing.quotes import quote
+from concierge import onboarding, people
+from concierge.claims import OfferDesk
+from concierge.config import Settings
+from concierge.errors import DomainError, NotFound
+from concierge.languages import check_language
+from concierge.lifecycle import State
+from concierge.matching import MatcherHost
+from concierge.model import (
+    Business,
+    Channel,
+    ChannelIdentity,
+    Community,
+    Expert,
+    HelpRequest,
+    Offer,
+    OfferStatus,
+    Person,
+    RosterScope,
+    Session,
+    utcnow,
+)
+from concierge.pricing import PricingMode
+from concierge.reach import Reach, reach_of, remember
+from concierge.redis_keys import entity_key
+from concierge.transitions import Lifecycle
+from concierge.views import (
+    Accepted,
+    AskOutcome,
+    Cancelled,
+    ExpertCard,
+    ExpertView,
+    NoMatch,
+    OfferNotice,
+    PersonView,
+    Proposal,
+    Queued,
+    Round,
+    SessionLine,
+)
+from concierge.waiting_line import OfferClock, WaitingLine
+from matcher.engine import MatchQuery, MatchResult, NoExperts
+from matcher.facets import next_opening
+
+SHOWN_TTL_SECONDS = 24 * 3600
+LINK_CODE_TTL_SECONDS = 10 * 60
+_LINK_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Ranking factors worth telling a customer about, strongest first when tied.
+_REASONS = ("semantic", "category", "language", "rating", "price", "responsiveness")
+
+
+class LinkRefused(DomainError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cannot link: {reason}")
+        self.reason = reason  # invalid | same_person | two_listings
+
+
+class Concierge:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        redis: aioredis.Redis,
+        matcher: MatcherHost,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self._sessions = sessions
+        self._redis = redis
+        self._matcher = matcher
+        self._clock = clock
+        self.lifecycle = Lifecycle(sessions, clock=clock)
+        self._desk = OfferDesk(redis, sessions, self.lifecycle)
+        self.line = WaitingLine(redis)
+        self.clock = OfferClock(redis)
+
+    def _now(self) -> datetime:
+        return self._clock().replace(tzinfo=UTC)
+
+    # ------------------------------------------------------------------ people
+
+    async def identify(
+        self, channel: Channel, user_id: str, *, name: str, locale: str | None = None
+    ) -> PersonView:
+        person = await people.identify(
+            self._sessions, channel, user_id, display_name=name, locale=locale or "en"
+        )
+        reach = Reach(channel, user_id)
+        await remember(self._redis, person.id, reach)
+        return await self.person(person.id, reach=reach)
+
+    async def person(self, person_id: str, *, reach: Reach | None = None) -> PersonView:
+        views = await self._people([person_id])
+        if person_id not in views:
+            raise NotFound("person", person_id)
+        view = views[person_id]
+        if reach is not None and view.reach != reach:
+            view = PersonView(view.id, view.name, view.locale, view.time_zone, view.gate, reach, view.expert)
+        return view
+
+    async def _people(self, person_ids: Collection[str]) -> dict[str, PersonView]:
+        today = self._now().date()
+        async with self._sessions() as db:
+            persons = list(await db.scalars(select(Person).where(Person.id.in_(person_ids))))
+            experts = {
+                e.person_id: e
+                for e in await db.scalars(select(Expert).where(Expert.person_id.in_(person_ids)))
+            }
+        reaches = await reach_of(self._redis, person_ids)
+        return {
+            p.id: PersonView(
+                id=p.id,
+                name=p.display_name,
+                locale=p.locale,
+                time_zone=p.time_zone,
+                gate=people.age_gate(p, today),
+                reach=reaches.get(p.id),
+                expert=_expert_view(experts[p.id]) if p.id in experts else None,
+            )
+            for p in persons
+        }
+
+    async def _expert_people(self, expert_ids: Collection[str]) -> dict[str, PersonView]:
+        async with self._sessions() as db:
+            owners = dict(
+                (await db.execute(select(Expert.id, Expert.person_id).where(Expert.id.in_(expert_ids)))).all()
+            )
+        views = await self._people(list(owners.values()))
+        return {expert_id: views[person_id] for expert_id, person_id in owners.items() if person_id in views}
+
+    async def state_birth_date(self, person_id: str, born: date) -> people.AgeGate:
+        return await people.state_birth_date(self._sessions, person_id, born, self._now().date())
+
+    async def set_locale(self, person_id: str, language: str) -> None:
+        check_language(language)
+        async with self._sessions.begin() as db:
+            await db.execute(update(Person).where(Person.id == person_id).values(locale=language))
+
+    async def set_time_zone(self, person_id: str, zone: str) -> None:
+        async with self._sessions.begin() as db:
+            await db.execute(update(Person).where(Person.id == person_id).values(time_zone=zone))
+
+    # ------------------------------------------------------------------ customers
+
+    async def ask(
+        self,
+        customer: PersonView,
+        text: str,
+        *,
+        community: tuple[Channel, str] | None = None,
+    ) -> AskOutcome:
+        """Read a request, open it and propose experts (or a place in line)."""
+        business_id, business_only, community_id = await self._community(community)
+        query = self._query(customer, text, business_id=business_id, business_only=business_only)
+        result = self._matcher.match(query)
+        if result.no_experts is NoExperts.CANNOT_UNDERSTAND:
+            return NoMatch("cannot_understand")
+        understanding = result.understanding
+        request = await self.lifecycle.open_request(
+            customer.id,
+            text,
+            language=understanding.language.code if understanding.language else None,
+            category=understanding.category.category if understanding.category else None,
+            wanted_at=understanding.when,
+            community_id=community_id,
+        )
+        return await self._propose(customer, request.id, result, query)
+
+    async def widen(self, customer: PersonView, request_id: str) -> AskOutcome:
+        """ "None of these": more experts, English speakers included, without those already shown."""
+        request = await self._open_request(customer, request_id)
+        business_id, business_only, _ = await self._community_of(request)
+        shown = await self._shown(request_id)
+        query = self._query(
+            customer,
+            request.text,
+            language=request.language,
+            business_id=business_id,
+            business_only=business_only,
+            blocked=shown,
+            accept_english=True,
+        )
+        return await self._propose(customer, request_id, self._matcher.match(query), query)
+
+    async def _propose(
+        self, customer: PersonView, request_id: str, result: MatchResult, query: MatchQuery
+    ) -> AskOutcome:
+        if result.experts:
+            offset = await self._remember_shown(request_id, [expert.id for expert in result.experts])
+            cards = await self._cards(result, query)
+            language = result.understanding.language.code if result.understanding.language else None
+            return Proposal(request_id, tuple(cards), language, offset)
+        # Nobody free: is anyone suitable at all, once availability is ignored?
+        someone = self._matcher.match(replace(query, include_offline=True))
+        if someone.experts:
+            place = await self.line.join(request_id, self._now().timestamp())
+            return Queued(request_id, place)
+        await self.lifecycle.expire(request_id, "no suitable expert")
+        return NoMatch("no_experts", request_id)
+
+    async def choose(self, customer: PersonView, request_id: str, expert_ids: Sequence[str]) -> Round:
+        """The customer picked one expert, or "whoever answers first" among those shown."""
+        request = await self._open_request(customer, request_id)
+        shown = await self._shown(request_id)
+        unknown = [expert_id for expert_id in expert_ids if expert_id not in shown]
+        if unknown or not expert_ids:
+            raise DomainError("pick one of the experts you were shown")
+        if request.status is not State.OPEN:
+            raise DomainError("your request is already with the experts")
+        await self.line.leave(request_id)
+        return await self._offer(
+            customer, request, [(expert_id, 1.0) for expert_id in expert_ids], first=True
+        )
+
+    async def _offer(
+        self, customer: PersonView, request: HelpRequest, candidates: list[tuple[str, float]], *, first: bool
+    ) -> Round:
+        if first:
+            await self.lifecycle.offer(request.id, candidates)
+        else:
+            await self.lifecycle.offer_more(request.id, candidates)
+        deadline = self._now() + timedelta(seconds=self.settings.offer_timeout_seconds)
+        await self.clock.start(request.id, deadline.timestamp())
+        experts = await self._expert_people([expert_id for expert_id, _ in candidates])
+        async with self._sessions() as db:
+            pricing = {
+                e.id: e.pricing
+                for e in await db.scalars(select(Expert).where(Expert.id.in_([c for c, _ in candidates])))
+            }
+        notices = tuple(
+            OfferNotice(
+                request.id, experts[expert_id], request.text, request.language, pricing[expert_id], deadline
+            )
+            for expert_id, _ in candidates
+            if expert_id in experts
+        )
+        return Round(request.id, customer, notices=notices)
+
+    async def cancel(self, customer: PersonView, request_id: str) -> Cancelled:
+        request = await self._open_request(customer, request_id)
+        pending = await self._pending_experts(request_id)
+        await self.lifecycle.cancel(request.id, "cancelled by the customer")
+        await self.line.leave(request_id)
+        await self.clock.stop(request_id)
+        views = await self._expert_people(pending)
+        return Cancelled(request_id, tuple(views.values()))
+
+    async def is_open(self, request_id: str) -> bool:
+        """Still waiting for an expert (open, offered, or in line)."""
+        async with self._sessions() as db:
+            status = await db.scalar(select(HelpRequest.status).where(HelpRequest.id == request_id))
+        return status in {State.OPEN, State.OFFERED}
+
+    async def sessions_of(self, person: PersonView, limit: int = 10) -> list[SessionLine]:
+        expert_id = person.expert.id if person.expert else None
+        async with self._sessions() as db:
+            rows = list(
+                await db.execute(
+                    select(Session, HelpRequest.text)
+                    .join(HelpRequest, HelpRequest.id == Session.request_id)
+                    .where(or_(Session.customer_id == person.id, Session.expert_id == expert_id))
+                    .order_by(Session.created_at.desc())
+                    .limit(limit)
+                )
+            )
+        names = await self._expert_people({s.expert_id for s, _ in rows})
+        customers = await self._people({s.customer_id for s, _ in rows})
+        lines = []
+        for session, text in rows:
+            as_customer = session.customer_id == person.id
+            other = names.get(session.expert_id) if as_customer else customers.get(session.customer_id)
+            lines.append(
+                SessionLine(
+                    session.id,
+                    session.state,
+                    "customer" if as_customer else "expert",
+                    other.name if other else "?",
+                    text,
+                    session.created_at,
+                    session.pricing,
+                )
+            )
+        return lines
+
+    # ------------------------------------------------------------------ experts answering
+
+    async def accept(self, expert: PersonView, request_id: str) -> Accepted:
+        """First Accept wins (AlreadyTaken for the others); the session is priced and confirmed."""
+        if expert.expert is None:
+            raise DomainError("only experts can accept requests")
+        commission = await self._commission(request_id)
+        session = await self._desk.accept(request_id, expert.expert.id, commission_percent=commission)
+        await self.clock.stop(request_id)
+        await self.line.leave(request_id)
+        state = await self._hand_off(session.id, session.pricing.mode)
+        async with self._sessions() as db:
+            request = await db.get(HelpRequest, request_id)
+            assert request is not None
+            taken = list(
+                await db.scalars(
+                    select(Offer.expert_id).where(
+                        Offer.request_id == request_id, Offer.status == OfferStatus.TAKEN
+                    )
+                )
+            )
+        customer = await self.person(request.customer_id)
+        others = await self._expert_people(taken)
+        q = quote(session.pricing.mode.value, session.pricing.amount, session.pricing.currency, commission)
+        return Accepted(
+            request_id, session.id, state, customer, expert, request.text, q, tuple(others.values())
+        )
+
+    async def _hand_off(self, session_id: str, mode: PricingMode) -> State:
+        if mode is PricingMode.FREE:
+            await self.lifecycle.confirm_free(session_id)
+            return State.READY
+        # Until a card provider is configured (billing issue), sessions are invoiced: the
+        # amount is owed, not held, so the session is ready at once.
+        await self.lifecycle.request_payment(session_id)
+        await self.lifecycle.payment_authorised(session_id)
+        return State.READY
+
+    async def decline(self, expert: PersonView, request_id: str) -> Round | None:
+        """Record the Decline; when nobody of the round is left, the next round starts now."""
+        if expert.expert is None:
+            raise DomainError("only experts can decline requests")
+        if not await self._desk.decline(request_id, expert.expert.id, self._clock()):
+            return None
+        if await self._pending_experts(request_id):
+            return None
+        if not await self.clock.take(request_id):
+            return None  # the timeout sweep got there first
+        return await self._next_round(request_id)
+
+    async def expire_due(self) -> list[Round]:
+        """Requests whose experts did not answer in time move on to the next candidates."""
+        rounds = []
+        for request_id in await self.clock.due(self._now().timestamp()):
+            round_ = await self._next_round(request_id)
+            if round_ is not None:
+                rounds.append(round_)
+        return rounds
+
+    async def _next_round(self, request_id: str) -> Round | None:
+        lapsed_ids = await self.lifecycle.time_out_offers(request_id)
+        async with self._sessions() as db:
+            request = await db.get(HelpRequest, request_id)
+            offered = set(await db.scalars(select(Offer.expert_id).where(Offer.request_id == request_id)))
+        if request is None or request.status is not State.OFFERED:
+            return None
+        customer = await self.person(request.customer_id)
+        lapsed = tuple((await self._expert_people(lapsed_ids)).values())
+        business_id, business_only, _ = await self._community_of(request)
+        query = self._query(
+            customer,
+            request.text,
+            language=request.language,
+            business_id=business_id,
+            business_only=business_only,
+            blocked=frozenset(offered),
+            accept_english=True,
+            top=self.settings.offer_batch,
+        )
+        result = self._matcher.match(query)
+        if result.experts:
+            candidates = [(expert.id, expert.score) for expert in result.experts]
+            round_ = await self._offer(customer, request, candidates, first=False)
+            return Round(request_id, customer, notices=round_.notices, lapsed=lapsed)
+        if self._matcher.match(replace(query, include_offline=True)).experts:
+            place = await self.line.join(request_id, self._now().timestamp())
+            return Round(request_id, customer, lapsed=lapsed, queued_place=place)
+        await self.lifecycle.expire(request_id, "nobody answered")
+        return Round(request_id, customer, lapsed=lapsed, exhausted=True)
+
+    async def serve_line(self, limit: int = 20) -> tuple[list[Round], list[tuple[PersonView, str, int]]]:
+        """Offer waiting requests to experts who became free; then who moved up in line."""
+        rounds = []
+        for request_id in await self.line.waiting(limit):
+            async with self._sessions() as db:
+                request = await db.get(HelpRequest, request_id)
+            if request is None or request.status not in {State.OPEN, State.OFFERED}:
+                await self.line.leave(request_id)
+                continue
+            customer = await self.person(request.customer_id)
+            business_id, business_only, _ = await self._community_of(request)
+            async with self._sessions() as db:
+                offered = frozenset(
+                    await db.scalars(select(Offer.expert_id).where(Offer.request_id == request_id))
+                )
+            query = self._query(
+                customer,
+                request.text,
+                language=request.language,
+                business_id=business_id,
+                business_only=business_only,
+                blocked=offered,
+                accept_english=True,
+                top=self.settings.offer_batch,
+            )
+            result = self._matcher.match(query)
+            if not result.experts:
+                continue
+            if not await self.line.leave(request_id):
+                continue  # another process is serving it
+            candidates = [(expert.id, expert.score) for expert in result.experts]
+            await self._remember_shown(request_id, [c for c, _ in candidates])
+            rounds.append(
+                await self._offer(customer, request, candidates, first=request.status is State.OPEN)
+            )
+        moved = []
+        for request_id, place in await self.line.moved():
+            async with self._sessions() as db:
+                customer_id = await db.scalar(
+                    select(HelpRequest.customer_id).where(HelpRequest.id == request_id)
+                )
+            if customer_id is not None:
+                moved.append((await self.person(customer_id), request_id, place))
+        return rounds, moved
+
+    # ------------------------------------------------------------------ experts' own listing
+
+    async def become_expert(self, person: PersonView, code: str) -> PersonView:
+        now = self._clock()
+        await onboarding.become_expert(
+            self._sessions,
+            person.id,
+            code,
+            today=now.date(),
+            now=now,
+            currency=self.settings.default_currency,
+        )
+        return await self.person(person.id, reach=person.reach)
+
+    async def edit_listing(self, person: PersonView, changes: dict[str, Any]) -> PersonView:
+        expert = _expert_of(person)
+        await onboarding.update_listing(self._sessions, expert.id, changes)
+        if expert.published:
+            await self._matcher.refresh([expert.id])
+        return await self.person(person.id, reach=person.reach)
+
+    async def publish(self, person: PersonView) -> PersonView:
+        expert = _expert_of(person)
+        await onboarding.publish_listing(self._sessions, expert.id)
+        await self._matcher.refresh([expert.id])
+        return await self.person(person.id, reach=person.reach)
+
+    async def set_online(self, person: PersonView, online: bool) -> PersonView:
+        expert = _expert_of(person)
+        if online and not expert.published:
+            raise onboarding.ListingRefused(
+                [f"{field}: still missing" for field in expert.missing] or ["publish"]
+            )
+        async with self._sessions.begin() as db:
+            await db.execute(update(Expert).where(Expert.id == expert.id).values(online=online))
+        await self._matcher.refresh([expert.id])
+        return await self.person(person.id, reach=person.reach)
+
+    # ------------------------------------------------------------------ identities
+
+    async def link_code(self, person: PersonView) -> str:
+        code = "".join(secrets.choice(_LINK_ALPHABET) for _ in range(8))
+        await self._redis.set(entity_key("link", code, "person"), person.id, ex=LINK_CODE_TTL_SECONDS)
+        return code
+
+    async def link(self, channel: Channel, user_id: str, code: str) -> PersonView:
+        """Bind this channel identity to the person who created `code` (one use, 10 minutes)."""
+        cleaned = "".join(ch for ch in code.upper() if ch.isalnum())
+        if not cleaned or len(cleaned) > 16:
+            raise LinkRefused("invalid")
+        target = await self._redis.getdel(entity_key("link", cleaned, "person"))
+        if target is None:
+            raise LinkRefused("invalid")
+        target_id = target.decode() if isinstance(target, bytes) else target
+        async with self._sessions.begin() as db:
+            identity = await db.scalar(
+                select(ChannelIdentity).where(
+                    ChannelIdentity.channel == channel, ChannelIdentity.external_id == user_id
+                )
+            )
+            if identity is None:
+                raise NotFound("identity", f"{channel.value}:{user_id}")
+            if identity.person_id == target_id:
+                raise LinkRefused("same_person")
+            mine = await db.scalar(select(Expert).where(Expert.person_id == identity.person_id))
+            theirs = await db.scalar(select(Expert).where(Expert.person_id == target_id))
+            if mine is not None and theirs is not None:
+                raise LinkRefused("two_listings")
+            if mine is not None:
+                mine.person_id = target_id
+            identity.person_id = target_id
+        reach = Reach(channel, user_id)
+        await remember(self._redis, target_id, reach)
+        return await self.person(target_id, reach=reach)
+
+    # ------------------------------------------------------------------ communities
+
+    async def link_community(self, channel: Channel, external_id: str, setup_code: str) -> str:
+        """A group, guild or widget becomes one of a business's communities; its name."""
+        async with self._sessions.begin() as db:
+            business = await db.scalar(select(Business).where(Business.setup_code == setup_code.strip()))
+            if business is None:
+                raise DomainError("unknown setup code")
+            existing = await db.scalar(
+                select(Community).where(Community.channel == channel, Community.external_id == external_id)
+            )
+            if existing is None:
+                db.add(Community(business_id=business.id, channel=channel, external_id=external_id))
+            else:
+                existing.business_id = business.id
+            return business.name
+
+    async def _community(self, community: tuple[Channel, str] | None) -> tuple[str | None, bool, str | None]:
+        if community is None:
+            return None, False, None
+        channel, external_id = community
+        async with self._sessions() as db:
+            row = (
+                await db.execute(
+                    select(Community.id, Business.id, Business.scope)
+                    .join(Business, Business.id == Community.business_id)
+                    .where(Community.channel == channel, Community.external_id == external_id)
+                )
+            ).first()
+        if row is None:
+            return None, False, None
+        community_id, business_id, scope = row
+        return business_id, scope is RosterScope.ROSTER_ONLY, community_id
+
+    async def _community_of(self, request: HelpRequest) -> tuple[str | None, bool, str | None]:
+        if request.community_id is None:
+            return None, False, None
+        async with self._sessions() as db:
+            row = (
+                await db.execute(
+                    select(Business.id, Business.scope)
+                    .join(Community, Community.business_id == Business.id)
+                    .where(Community.id == request.community_id)
+                )
+            ).first()
+        if row is None:
+            return None, False, None
+        return row[0], row[1] is RosterScope.ROSTER_ONLY, request.community_id
+
+    async def _commission(self, request_id: str) -> Decimal:
+        async with self._sessions() as db:
+            override = await db.scalar(
+                select(Business.commission_percent)
+                .join(Community, Community.business_id == Business.id)
+                .join(HelpRequest, HelpRequest.community_id == Community.id)
+                .where(HelpRequest.id == request_id)
+            )
+        return override if override is not None else self.settings.commission_percent
+
+    # ------------------------------------------------------------------ helpers
+
+    def _query(
+        self,
+        customer: PersonView,
+        text: str,
+        *,
+        language: str | None = None,
+        business_id: str | None = None,
+        business_only: bool = False,
+        blocked: frozenset[str] = frozenset(),
+        accept_english: bool = False,
+        top: int = 3,
+    ) -> MatchQuery:
+        own = frozenset({customer.expert.id}) if customer.expert else frozenset()
+        return MatchQuery(
+            text=text,
+            locale=customer.locale,
+            timezone=customer.time_zone,
+            currency=self.settings.default_currency,
+            now=self._now(),
+            language=language,
+            top=top,
+            accept_english=accept_english,
+            business_id=business_id,
+            business_only=business_only,
+            blocked=blocked | own,
+        )
+
+    async def _open_request(self, customer: PersonView, request_id: str) -> HelpRequest:
+        async with self._sessions() as db:
+            request = await db.get(HelpRequest, request_id)
+        if request is None or request.customer_id != customer.id:
+            raise NotFound("request", request_id)
+        if request.status not in {State.OPEN, State.OFFERED}:
+            raise DomainError("that request is no longer open")
+        return request
+
+    async def _pending_experts(self, request_id: str) -> list[str]:
+        async with self._sessions() as db:
+            return list(
+                await db.scalars(
+                    select(Offer.expert_id).where(
+                        Offer.request_id == request_id, Offer.status == OfferStatus.PENDING
+                    )
+                )
+            )
+
+    async def _remember_shown(self, request_id: str, expert_ids: list[str]) -> int:
+        """Append to the request's shown experts, in ranking order; the index of the first."""
+        key = entity_key("request", request_id, "shown")
+        known = await self.shown_in_order(request_id)
+        fresh = [expert_id for expert_id in expert_ids if expert_id not in known]
+        if fresh:
+            await self._redis.rpush(key, *fresh)
+            await self._redis.expire(key, SHOWN_TTL_SECONDS)
+        return len(known)
+
+    async def shown_in_order(self, request_id: str) -> list[str]:
+        """Every expert shown for this request, in the order the cards were numbered."""
+        members = await self._redis.lrange(entity_key("request", request_id, "shown"), 0, -1)
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+    async def _shown(self, request_id: str) -> frozenset[str]:
+        return frozenset(await self.shown_in_order(request_id))
+
+    async def _cards(self, result: MatchResult, query: MatchQuery) -> list[ExpertCard]:
+        ids = [expert.id for expert in result.experts]
+        owners = await self._expert_people(ids)
+        async with self._sessions() as db:
+            experts = {e.id: e for e in await db.scalars(select(Expert).where(Expert.id.in_(ids)))}
+        now = self._now()
+        cards = []
+        for ranked in result.experts:
+            expert = experts.get(ranked.id)
+            owner = owners.get(ranked.id)
+            if expert is None or owner is None:
+                continue
+            listing = self._matcher.matcher.listing(expert.id)
+            available = (
+                bool(listing and listing.online and not listing.busy) and result.understanding.when is None
+            )
+            wanted = result.understanding.when or now
+            next_free = None
+            if not available and listing is not None:
+                next_free = next_opening(listing.hours, listing.timezone, wanted)
+            cards.append(
+                ExpertCard(
+                    expert_id=expert.id,
+                    name=owner.name,
+                    headline=expert.headline,
+                    languages=tuple(expert.languages),
+                    rating=expert.rating_mean,
+                    rating_count=expert.rating_count,
+                    pricing=expert.pricing,
+                    available_now=available,
+                    next_free=next_free,
+                    reasons=_top_reasons(ranked.reasons),
+                )
+            )
+        return cards
+
+
+def _top_reasons(reasons: dict[str, float], keep: int = 3) -> tuple[str, ...]:
+    strong = [name for name in _REASONS if reasons.get(name, 0.0) >= 0.6]
+    return tuple(sorted(strong, key=lambda name: -reasons[name])[:keep])
+
+
+def _expert_of(person: PersonView) -> ExpertView:
+    if person.expert is None:
+        raise DomainError("you are not an expert yet: use /expert with an invitation code")
+    return person.expert
+
+
+def _expert_view(expert: Expert) -> ExpertView:
+    return ExpertView(
+        id=expert.id,
+        published=expert.published,
+        online=expert.online,
+        headline=expert.headline,
+        bio=expert.bio,
+        categories=tuple(expert.categories),
+        languages=tuple(expert.languages),
+        pricing=expert.pricing,
+        time_zone=expert.time_zone,
+        hours=dict(expert.hours_json),
+        missing=tuple(onboarding.missing_for_publication(expert)),
+        business_id=expert.business_id,
+    )

@@ -1,0 +1,139 @@
+"""What the core hands the dialogue engine: plain, frozen facts, never ORM rows.
+
+The engine turns these into messages; it never sees a database session, so it can neither
+lazy-load by accident nor write anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from billing.quotes import Quote
+from concierge.lifecycle import State
+from concierge.people import AgeGate
+from concierge.pricing import Pricing
+from concierge.reach import Reach
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertView:
+    id: str
+    published: bool
+    online: bool
+    headline: str
+    bio: str
+    categories: tuple[str, ...]
+    languages: tuple[str, ...]
+    pricing: Pricing
+    time_zone: str
+    hours: dict[str, Any]
+    missing: tuple[str, ...]  # what publication still needs
+    business_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PersonView:
+    id: str
+    name: str
+    locale: str
+    time_zone: str
+    gate: AgeGate
+    reach: Reach | None
+    expert: ExpertView | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertCard:
+    expert_id: str
+    name: str
+    headline: str
+    languages: tuple[str, ...]
+    rating: float | None  # mean stars
+    rating_count: int
+    pricing: Pricing
+    available_now: bool
+    next_free: datetime | None
+    reasons: tuple[str, ...]  # the strongest ranking factors, best first
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """Experts the customer can pick from."""
+
+    request_id: str
+    cards: tuple[ExpertCard, ...]
+    language: str | None
+    offset: int = 0  # where these cards start among all experts shown for the request
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """Everyone suitable is busy: the customer waits in line."""
+
+    request_id: str
+    place: int
+
+
+@dataclass(frozen=True, slots=True)
+class NoMatch:
+    reason: str  # "cannot_understand" | "no_experts"
+    request_id: str | None = None
+
+
+AskOutcome = Proposal | Queued | NoMatch
+
+
+@dataclass(frozen=True, slots=True)
+class OfferNotice:
+    """An expert is asked to take a request."""
+
+    request_id: str
+    expert: PersonView
+    text: str
+    language: str | None
+    pricing: Pricing
+    deadline: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """What happened to a request's offers: who is asked now, whose offer lapsed, and whether
+    the customer now waits in line or nobody is left."""
+
+    request_id: str
+    customer: PersonView
+    notices: tuple[OfferNotice, ...] = ()
+    lapsed: tuple[PersonView, ...] = ()
+    queued_place: int | None = None
+    exhausted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    request_id: str
+    session_id: str
+    state: State
+    customer: PersonView
+    expert: PersonView
+    text: str
+    quote: Quote
+    taken: tuple[PersonView, ...]  # the other experts, whose notification now says "taken"
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    request_id: str
+    told: tuple[PersonView, ...]  # experts whose pending notification should say so
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLine:
+    session_id: str
+    state: State
+    role: str  # "customer" | "expert"
+    other: str  # the other party's name
+    text: str
+    created_at: datetime
+    pricing: Pricing
