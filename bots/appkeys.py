@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from bots.discord import DiscordChannel
 from bots.dispatcher import Dispatcher
+from bots.telegram import TelegramChannel
 from bots.web import WebChannel, WebSockets
 from concierge.matching import MatcherHost
 from concierge.service import Concierge
@@ -17,3 +19,5 @@ CONCIERGE = web.AppKey("concierge", Concierge)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 WEB_CHANNEL = web.AppKey("web_channel", WebChannel)
 WEB_SOCKETS = web.AppKey("web_sockets", WebSockets)
+TELEGRAM = web.AppKey("telegram", TelegramChannel)
+DISCORD = web.AppKey("discord", DiscordChannel)

@@ -46,14 +46,16 @@ class Dispatcher:
     def unregister(self, channel: Channel) -> None:
         self._outboxes.pop(channel, None)
 
-    async def handle(self, event: Incoming) -> list[Reply]:
+    async def handle(self, event: Incoming, direct: Outbox | None = None) -> list[Reply]:
+        """One turn. Replies to the sender go to `direct` when given (a group chat, a Discord
+        interaction: where they wrote from); everyone else's go to their channel's outbox."""
         verdict = await self._limiter.check(event.reach)
         if verdict is Verdict.DROP:
             return []
         if verdict is Verdict.WARN:
             language = negotiate([event.locale]) if event.locale else "en"
             reply = Reply(event.reach, self.dialogue.t("bot.rate_limited", language))
-            await self.deliver([reply])
+            await self.deliver([reply], event, direct)
             return [reply]
         key = str(event.reach)
         lock = self._locks.get(key)
@@ -63,12 +65,15 @@ class Dispatcher:
             conversation = await self._store.load(event.reach)
             replies = await self.dialogue.handle(event, conversation)
             await self._store.save(event.reach, conversation)
-        await self.deliver(replies)
+        await self.deliver(replies, event, direct)
         return replies
 
-    async def deliver(self, replies: list[Reply]) -> None:
+    async def deliver(
+        self, replies: list[Reply], event: Incoming | None = None, direct: Outbox | None = None
+    ) -> None:
         for reply in replies:
-            outbox = self._outboxes.get(reply.to.channel)
+            to_sender = event is not None and reply.to == event.reach
+            outbox = direct if direct is not None and to_sender else self._outboxes.get(reply.to.channel)
             if outbox is None:
                 log.warning("reply for a channel that is off", channel=reply.to.channel.value)
                 continue

@@ -18,11 +18,14 @@ from aiohttp import web
 from bots import appkeys as keys
 from bots.conversation import ConversationStore
 from bots.dialogue import Dialogue
+from bots.discord import DiscordChannel
 from bots.dispatcher import Dispatcher
 from bots.rate_limit import RateLimiter
+from bots.telegram import TelegramChannel
 from bots.texts import Texts
 from bots.web import VisitorTokens, WebChannel, WebSockets, asset, chat_page, expert_page, relay_ctx
 from concierge.appkeys import REDIS, SESSIONS, SETTINGS
+from concierge.config import TelegramMode
 from concierge.matching import MatcherHost, build_matcher
 from concierge.model import Channel
 from concierge.service import Concierge
@@ -83,6 +86,47 @@ async def web_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def telegram_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.telegram_token is None:
+        log.info("telegram channel off: CONCIERGE_TELEGRAM_TOKEN is not set")
+        yield
+        return
+    channel = TelegramChannel(settings, app[keys.DISPATCHER], app[REDIS])
+    await channel.start()
+    app[keys.TELEGRAM] = channel
+    app[keys.DISPATCHER].register(Channel.TELEGRAM, channel)
+    try:
+        yield
+    finally:
+        app[keys.DISPATCHER].unregister(Channel.TELEGRAM)
+        await channel.stop()
+
+
+async def discord_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.discord_token is None:
+        log.info("discord channel off: CONCIERGE_DISCORD_TOKEN is not set")
+        yield
+        return
+    channel = DiscordChannel(settings, app[keys.DISPATCHER], app[REDIS])
+    await channel.start()
+    app[keys.DISCORD] = channel
+    app[keys.DISPATCHER].register(Channel.DISCORD, channel)
+    try:
+        yield
+    finally:
+        app[keys.DISPATCHER].unregister(Channel.DISCORD)
+        await channel.stop()
+
+
+async def _telegram_webhook(request: web.Request) -> web.StreamResponse:
+    channel = request.app.get(keys.TELEGRAM)
+    if channel is None or request.app[SETTINGS].telegram_mode is not TelegramMode.WEBHOOK:
+        raise web.HTTPNotFound()
+    return await channel.webhook(request)
+
+
 async def _ws(request: web.Request) -> web.StreamResponse:
     return await request.app[keys.WEB_SOCKETS].handle(request)
 
@@ -92,6 +136,9 @@ def install(app: web.Application) -> None:
     app.cleanup_ctx.append(core_ctx)
     app.cleanup_ctx.append(ticker_ctx)
     app.cleanup_ctx.append(web_ctx)
+    app.cleanup_ctx.append(telegram_ctx)
+    app.cleanup_ctx.append(discord_ctx)
+    app.router.add_post("/webhooks/telegram", _telegram_webhook)
     app.router.add_get("/chat", chat_page)
     app.router.add_get("/expert", expert_page)
     app.router.add_get("/chat/ws", _ws)

@@ -127,7 +127,18 @@ class Concierge:
                 e.person_id: e
                 for e in await db.scalars(select(Expert).where(Expert.person_id.in_(person_ids)))
             }
-        reaches = await reach_of(self._redis, person_ids)
+            reaches = await reach_of(self._redis, person_ids)
+            # Where Redis has no record (a person who never wrote since Redis was emptied, an
+            # imported expert), their newest channel identity is the way to reach them.
+            unknown = [p.id for p in persons if p.id not in reaches]
+            if unknown:
+                rows = await db.execute(
+                    select(ChannelIdentity.person_id, ChannelIdentity.channel, ChannelIdentity.external_id)
+                    .where(ChannelIdentity.person_id.in_(unknown))
+                    .order_by(ChannelIdentity.created_at)
+                )
+                for person_id, channel, external_id in rows:
+                    reaches[person_id] = Reach(channel, external_id)
         return {
             p.id: PersonView(
                 id=p.id,
@@ -396,6 +407,7 @@ class Concierge:
     async def serve_line(self, limit: int = 20) -> tuple[list[Round], list[tuple[PersonView, str, int]]]:
         """Offer waiting requests to experts who became free; then who moved up in line."""
         rounds = []
+        reserved: set[str] = set()  # experts just offered a waiting request: one each, in line order
         for request_id in await self.line.waiting(limit):
             async with self._sessions() as db:
                 request = await db.get(HelpRequest, request_id)
@@ -414,13 +426,14 @@ class Concierge:
                 language=request.language,
                 business_id=business_id,
                 business_only=business_only,
-                blocked=offered,
+                blocked=offered | reserved,
                 accept_english=True,
                 top=self.settings.offer_batch,
             )
             result = self._matcher.match(query)
             if not result.experts:
                 continue
+            reserved.update(expert.id for expert in result.experts)
             if not await self.line.leave(request_id):
                 continue  # another process is serving it
             candidates = [(expert.id, expert.score) for expert in result.experts]

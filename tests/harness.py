@@ -128,7 +128,13 @@ class WebUser:
     async def connect(self) -> None:
         self.socket = await self._client.ws_connect("/chat/ws")
         await self.socket.send_json(
-            {"type": "hello", "token": self.token, "since": self.since, "key": self.key, "locale": self.locale}
+            {
+                "type": "hello",
+                "token": self.token,
+                "since": self.since,
+                "key": self.key,
+                "locale": self.locale,
+            }
         )
         self._reader = asyncio.create_task(self._read())
 
@@ -166,7 +172,9 @@ class WebUser:
         assert self.socket is not None
         await self.socket.send_json({"type": "press", "action": action})
 
-    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10
+    ) -> dict[str, Any]:
         async def found() -> dict[str, Any]:
             async with self._changed:
                 while True:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from concierge.invites import create_invite
-from concierge.model import Channel
+from concierge.model import Channel, HelpRequest, Person
 from tests.harness import WebUser, add_listed_expert, app_sessions, button, refresh_matcher, running_service
 
 
@@ -69,3 +72,244 @@ async def test_customer_and_expert_complete_the_flow_in_two_tabs(
         await customer.wait_text("ready to start")
         await customer.close()
         await expert.close()
+
+
+SQLITE = pytest.mark.parametrize("engine_name", ["sqlite"])
+
+
+@pytest.fixture
+async def service(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str, use_embedder: Any, detector: Any
+) -> Any:
+    async with running_service(
+        monkeypatch, tmp_path, database_url, use_embedder, detector, offer_timeout_seconds="5"
+    ) as client:
+        yield client
+
+
+async def adult(client: Any, locale: str = "en-GB") -> WebUser:
+    user = WebUser(client, locale=locale)
+    await user.connect()
+    await user.wait_welcome()
+    await user.say("/profile")
+    await user.wait_text("Age check")
+    return user
+
+
+async def stated(user: WebUser, born: str) -> None:
+    await user.say("I need help with my laptop wifi")
+    await user.wait_text("date of birth")
+    await user.say(born)
+
+
+async def networking_experts(client: Any, *ids: str, online: bool = True) -> list[WebUser]:
+    """Experts on the web console, each a connected tab."""
+    tabs = []
+    for number, expert_id in enumerate(ids, start=1):
+        tab = WebUser(client)
+        await tab.connect()
+        await tab.wait_welcome()
+        assert tab.visitor is not None
+        await add_listed_expert(
+            app_sessions(client),
+            expert_id,
+            name=f"Expert {number}",
+            headline=f"Wi-Fi and home network help #{number}",
+            skills=["wifi", "router", "laptop networking"],
+            categories=["computers"],
+            languages=["en"],
+            channel=Channel.WEB,
+            user_id=tab.visitor,
+            online=online,
+        )
+        tabs.append(tab)
+    await refresh_matcher(client, list(ids))
+    return tabs
+
+
+@SQLITE
+async def test_under_13_is_refused_and_stays_refused(service: Any) -> None:
+    child = WebUser(service)
+    await child.connect()
+    await child.wait_welcome()
+    await stated(child, "2020-01-01")
+    await child.wait_text("at least 13")
+    await child.say("please help me with homework")
+    await child.wait_for(lambda m: "at least 13" in m["text"] and m["seq"] == 3)
+    async with app_sessions(service)() as db:
+        person = (await db.scalars(select(Person))).one()
+        assert person.birth_date is None and person.display_name == "" and person.refused_until is not None
+        assert (await db.scalars(select(HelpRequest))).all() == []
+    await child.close()
+
+
+@SQLITE
+async def test_minor_is_told_sessions_are_recorded(service: Any) -> None:
+    await networking_experts(service, "net-1")
+    teen = WebUser(service)
+    await teen.connect()
+    await teen.wait_welcome()
+    born = f"{date.today().year - 15}-01-01"
+    await stated(teen, born)
+    await teen.wait_text("recorded")
+    await teen.wait_text("Wi-Fi and home network help")  # the pending request goes on
+
+
+@SQLITE
+async def test_bad_input_gets_clear_answers_and_changes_nothing(service: Any) -> None:
+    user = WebUser(service)
+    await user.connect()
+    await user.wait_welcome()
+    await user.say("/frobnicate")
+    await user.wait_text("I don't know /frobnicate")
+    await user.say("x" * 1500)
+    await user.wait_text("too long")
+    await user.say("/expert NOTACODE")
+    await user.wait_text("date of birth")
+    await user.say("yesterday-ish")
+    await user.wait_text("could not read that date")
+    await user.say("1990-02-02")
+    await user.wait_text("invitation code does not exist")
+    await user.press("pick:req_forged:0")
+    await user.wait_text("no longer available")
+    assert user.socket is not None
+    await user.socket.send_str("{not json")
+    await user.socket.send_json({"type": "dance"})
+    for _ in range(20):
+        if len(user.errors) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert user.errors[:2] == [
+        "malformed frame: expected a JSON object with a type",
+        "unknown frame type: use text or press",
+    ]
+
+
+@SQLITE
+async def test_a_forged_token_gets_a_new_identity(service: Any) -> None:
+    user = WebUser(service)
+    await user.connect()
+    await user.wait_welcome()
+    genuine = user.token
+    await user.close()
+    forged = WebUser(service)
+    assert genuine is not None
+    forged.token = genuine[:-4] + ("0000" if not genuine.endswith("0000") else "1111")
+    await forged.connect()
+    await forged.wait_welcome()
+    assert forged.visitor != user.visitor and forged.token != forged.token[:-4] + "0000"
+    again = WebUser(service)
+    again.token = genuine
+    await again.connect()
+    await again.wait_welcome()
+    assert again.visitor == user.visitor
+
+
+@SQLITE
+async def test_unknown_widget_key_is_refused(service: Any) -> None:
+    user = WebUser(service, key="nosuchkey123")
+    await user.connect()
+    for _ in range(50):
+        if user.errors:
+            break
+        await asyncio.sleep(0.05)
+    assert user.errors == ["unknown widget key"]
+    assert user.visitor is None
+
+
+@SQLITE
+async def test_two_experts_accept_at_once_exactly_one_wins(service: Any) -> None:
+    tabs = await networking_experts(service, "net-1", "net-2", "net-3")
+    customer = WebUser(service)
+    await customer.connect()
+    await customer.wait_welcome()
+    await stated(customer, "1990-05-05")
+    cards = await customer.wait_text("Wi-Fi and home network help")
+    await customer.press(button(cards, "Whoever answers first"))
+    offers = [await tab.wait_text("New request") for tab in tabs]
+    await asyncio.gather(
+        *(tab.press(button(offer, "Accept")) for tab, offer in zip(tabs, offers, strict=True))
+    )
+    outcomes = [
+        await tab.wait_for(
+            lambda m: m["ref"] and m["ref"].startswith("offer:") and "New request" not in m["text"]
+        )
+        for tab in tabs
+    ]
+    winners = [o for o in outcomes if "You accepted" in o["text"]]
+    assert len(winners) == 1, [o["text"] for o in outcomes]
+    assert sum("first" in o["text"] for o in outcomes) == 2
+    await customer.wait_text("accepted your request")
+
+
+@SQLITE
+async def test_unanswered_offers_move_on_then_the_customer_waits_in_line(service: Any) -> None:
+    tabs = await networking_experts(service, "net-1", "net-2")
+    customer = await adult(service)
+    await stated(customer, "1990-05-05")
+    cards = await customer.wait_text("Wi-Fi and home network help")
+    await customer.press(button(cards, "Ask 1."))
+    first = cards["text"].split("\n", 3)[2]  # "1. Expert N – …"
+    asked = tabs[0] if "Expert 1" in first else tabs[1]
+    other = tabs[1] if asked is tabs[0] else tabs[0]
+    await asked.wait_text("New request")
+    # Nobody answers: after the timeout the other expert is asked, and the first is told.
+    await asked.wait_text("timed out", timeout=15)
+    offer = await other.wait_text("New request", timeout=5)
+    await customer.wait_text("asked 1 more expert")
+    await other.press(button(offer, "Decline"))
+    await other.wait_text("You declined")
+    # Everyone suitable was asked: the customer is told nobody could take it.
+    await customer.wait_text("nobody could take your request", timeout=10)
+
+
+@SQLITE
+async def test_busy_experts_put_the_customer_in_line_and_going_online_serves_it(service: Any) -> None:
+    tabs = await networking_experts(service, "net-1", online=False)
+    customer = await adult(service)
+    await stated(customer, "1990-05-05")
+    await customer.wait_text("You are number 1 in line")
+    second = await adult(service)
+    await stated(second, "1991-05-05")
+    await second.wait_text("You are number 2 in line")
+    await tabs[0].say("/online")
+    await tabs[0].wait_text("New request")
+    await customer.wait_text("An expert is free now")
+    await second.wait_text("You are number 1 in line")
+
+
+@SQLITE
+async def test_none_of_these_widens_and_cancel_tells_the_expert(service: Any) -> None:
+    tabs = await networking_experts(service, "net-1", "net-2", "net-3", "net-4")
+    customer = await adult(service)
+    await stated(customer, "1990-05-05")
+    cards = await customer.wait_text("I found 3 experts")
+    await customer.press(button(cards, "None of these"))
+    more = await customer.wait_text("I found 1 expert")
+    shown_first = {line.split(" – ")[0][3:] for line in cards["text"].splitlines() if line[:1].isdigit()}
+    assert not any(name in more["text"] for name in shown_first)
+    await customer.press(button(more, "Ask 1."))
+    offered = [tab for tab in tabs if tab.messages and any("New request" in m["text"] for m in tab.messages)]
+    assert not offered or len(offered) <= 1
+    last = next(tab for tab in tabs if f"Expert {tabs.index(tab) + 1}" in more["text"])
+    await last.wait_text("New request")
+    await customer.say("/cancel")
+    await customer.wait_text("Your request is cancelled")
+    await last.wait_text("cancelled this request")
+
+
+@SQLITE
+async def test_language_switch_and_linking_two_tabs(service: Any) -> None:
+    user = await adult(service)
+    await user.say("/lang fr")
+    await user.wait_text("Français")
+    await user.say("/link")
+    code_message = await user.wait_text("/link ")
+    code = code_message["text"].split("/link ")[1].split()[0]
+    other = WebUser(service)
+    await other.connect()
+    await other.wait_welcome()
+    await other.say(f"/link {code}")
+    await other.wait_text("!")
+    await other.say(f"/link {code}")
+    await other.wait_for(lambda m: m["seq"] >= 3)
