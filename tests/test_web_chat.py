@@ -62,7 +62,8 @@ async def test_customer_and_expert_complete_the_flow_in_two_tabs(
         await customer.wait_text("I have asked")
 
         offer = await expert.wait_text("New request")
-        assert "My wifi router" in offer["text"] and "free" in offer["text"]
+        assert "My wifi router" in offer["text"]
+        assert "free" in offer["text"]
         await expert.press(button(offer, "Accept"))
         await expert.wait_text("You accepted")
         accepted = await customer.wait_text("accepted your request")
@@ -138,7 +139,9 @@ async def test_under_13_is_refused_and_stays_refused(service: Any) -> None:
     await child.wait_for(lambda m: "at least 13" in m["text"] and m["seq"] == 3)
     async with app_sessions(service)() as db:
         person = (await db.scalars(select(Person))).one()
-        assert person.birth_date is None and person.display_name == "" and person.refused_until is not None
+        assert person.birth_date is None
+        assert person.display_name == ""
+        assert person.refused_until is not None
         assert (await db.scalars(select(HelpRequest))).all() == []
     await child.close()
 
@@ -197,7 +200,8 @@ async def test_a_forged_token_gets_a_new_identity(service: Any) -> None:
     forged.token = genuine[:-4] + ("0000" if not genuine.endswith("0000") else "1111")
     await forged.connect()
     await forged.wait_welcome()
-    assert forged.visitor != user.visitor and forged.token != forged.token[:-4] + "0000"
+    assert forged.visitor != user.visitor
+    assert forged.token != forged.token[:-4] + "0000"
     again = WebUser(service)
     again.token = genuine
     await again.connect()
@@ -254,13 +258,13 @@ async def test_unanswered_offers_move_on_then_the_customer_waits_in_line(service
     other = tabs[1] if asked is tabs[0] else tabs[0]
     await asked.wait_text("New request")
     # Nobody answers: after the timeout the other expert is asked, and the first is told.
-    await asked.wait_text("timed out", timeout=15)
-    offer = await other.wait_text("New request", timeout=5)
+    await asked.wait_text("timed out", within=15)
+    offer = await other.wait_text("New request", within=5)
     await customer.wait_text("asked 1 more expert")
     await other.press(button(offer, "Decline"))
     await other.wait_text("You declined")
     # Everyone suitable was asked: the customer is told nobody could take it.
-    await customer.wait_text("nobody could take your request", timeout=10)
+    await customer.wait_text("nobody could take your request", within=10)
 
 
 @SQLITE
