@@ -184,13 +184,13 @@ class WebUser:
                     await self._changed.wait()
 
         try:
-            return await asyncio.wait_for(found(), within)
+            return await asyncio.wait_for(found(), timeout)
         except TimeoutError:
             recent = "\n---\n".join(m["text"] for m in self.messages[-5:])
             raise AssertionError(f"no matching message; the last ones were:\n{recent}") from None
 
-    async def wait_text(self, fragment: str, within: float = 10) -> dict[str, Any]:
-        return await self.wait_for(lambda m: fragment in m["text"], within)
+    async def wait_text(self, fragment: str, timeout: float = 10) -> dict[str, Any]:
+        return await self.wait_for(lambda m: fragment in m["text"], timeout)
 
     async def wait_welcome(self) -> None:
         async with self._changed:

@@ -258,13 +258,13 @@ async def test_unanswered_offers_move_on_then_the_customer_waits_in_line(service
     other = tabs[1] if asked is tabs[0] else tabs[0]
     await asked.wait_text("New request")
     # Nobody answers: after the timeout the other expert is asked, and the first is told.
-    await asked.wait_text("timed out", within=15)
-    offer = await other.wait_text("New request", within=5)
+    await asked.wait_text("timed out", timeout=15)
+    offer = await other.wait_text("New request", timeout=5)
     await customer.wait_text("asked 1 more expert")
     await other.press(button(offer, "Decline"))
     await other.wait_text("You declined")
     # Everyone suitable was asked: the customer is told nobody could take it.
-    await customer.wait_text("nobody could take your request", within=10)
+    await customer.wait_text("nobody could take your request", timeout=10)
 
 
 @SQLITE
