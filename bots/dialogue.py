@@ -107,7 +107,7 @@ class Dialogue:
             out.append(self._say(person, "bot.empty"))
             return
         if len(text) > self.max_chars:
-            out.append(self._say(person, "bot.too_long", limit=self.max_chars))
+            out.append(self._say(person, "bot.too_long", limit=self.max_chars, count=self.max_chars))
             return
         if conv.step == "birth_date":
             await self._birth_date(event, person, conv, out, text)
@@ -185,7 +185,7 @@ class Dialogue:
             out.append(self._say(person, "bot.ask.usage"))
             return
         if len(args) > self.max_chars:
-            out.append(self._say(person, "bot.too_long", limit=self.max_chars))
+            out.append(self._say(person, "bot.too_long", limit=self.max_chars, count=self.max_chars))
             return
         await self._ask(event, person, conv, out, args)
 
@@ -233,6 +233,7 @@ class Dialogue:
                     person.locale,
                     names=names,
                     seconds=self.concierge.settings.offer_timeout_seconds,
+                    count=len(round_.notices),
                 ),
                 ref=f"cards:{request_id}",
                 edit=True,

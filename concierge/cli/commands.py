@@ -1,4 +1,4 @@
-"""The `concierge` commands: serve, migrate, import and list experts, invite, load the demo."""
+"""The `concierge` commands: serve, migrate, import and list experts, invite, businesses, the demo."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from concierge import migrate
 from concierge.app import create_app
+from concierge.businesses import create_business, create_widget_key
 from concierge.catalogue import ImportReport, import_experts
 from concierge.catalogue_queries import list_experts
 from concierge.cli.common import database, run, settings_or_exit
@@ -22,6 +24,7 @@ from concierge.database import create_engine, redacted
 from concierge.errors import ConciergeError
 from concierge.invites import create_invite, display_code
 from concierge.languages import check_language
+from concierge.model import Business, RosterScope
 from concierge.money import Money, format_money
 from concierge.pricing import PricingMode
 from knowledge.demo import demo_catalogue_path
@@ -276,6 +279,50 @@ def invite_create(business_id: str | None, uses: int, expires_days: int, as_json
     else:
         expiry = f"until {result['expires_at']}" if result["expires_at"] else "with no expiry"
         click.echo(f"{result['code']}  ({result['uses']} use(s), valid {expiry})")
+
+
+@main.group()
+def business() -> None:
+    """Businesses: their setup codes and web widget keys."""
+
+
+@business.command("create")
+@click.argument("name")
+@click.option("--roster-only", is_flag=True, help="Send its communities' requests only to its own experts.")
+@click.option("--commission", type=Decimal, default=None, help="Commission percent instead of the default.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def business_create(name: str, roster_only: bool, commission: Decimal | None, as_json: bool) -> None:
+    """Create a business; its setup code links groups and guilds with /setup CODE."""
+    settings = settings_or_exit()
+
+    async def run_command() -> Business:
+        async with database(settings) as sessions:
+            scope = RosterScope.ROSTER_ONLY if roster_only else RosterScope.ROSTER_FIRST
+            return await create_business(sessions, name, scope=scope, commission_percent=commission)
+
+    created = run(run_command)
+    if as_json:
+        click.echo(json.dumps({"id": created.id, "name": created.name, "setup_code": created.setup_code}))
+    else:
+        click.echo(f"business {created.id} ({created.name})")
+        click.echo(
+            f"setup code: {created.setup_code}  (a group or server admin sends /setup {created.setup_code})"
+        )
+
+
+@business.command("widget")
+@click.argument("business_id")
+def business_widget(business_id: str) -> None:
+    """Create a web widget key for a business and print the snippet for its site."""
+    settings = settings_or_exit()
+
+    async def run_command() -> str:
+        async with database(settings) as sessions:
+            return await create_widget_key(sessions, business_id)
+
+    key = run(run_command)
+    click.echo(f"widget key: {key}")
+    click.echo(f'<script src="{settings.base_url}/chat/assets/widget.js" data-key="{key}" async></script>')
 
 
 @main.group()
