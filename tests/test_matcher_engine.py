@@ -238,3 +238,37 @@ def test_free_but_unrelated_experts_are_not_offered(small: Any) -> None:
     assert result.experts == []
     assert result.no_experts is NoExperts.NONE_AVAILABLE
     assert ids(matcher, include_offline=True) == ["mechanic"]
+
+
+def test_update_changes_one_listing_in_place(use_embedder: Any, detector: Any, demo_listings: Any) -> None:
+    from dataclasses import replace
+
+    from knowledge.taxonomy import load_taxonomy
+    from matcher.engine import Matcher, MatchQuery
+
+    matcher = Matcher(use_embedder, detector, load_taxonomy())
+    python = [listing for listing in demo_listings if listing.id == "demo-124"]
+    others = [listing for listing in demo_listings if listing.id != "demo-124"][:20]
+    matcher.sync([replace(python[0], online=False), *others])
+    query = MatchQuery("my python script crashes with a KeyError", include_offline=False, any_language=True)
+
+    def found() -> list[str]:
+        return [expert.id for expert in matcher.match(query).experts]
+
+    assert "demo-124" not in found()
+    report = matcher.update(
+        [
+            replace(
+                python[0],
+                online=True,
+                hours={d: [(0, 1440)] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")},
+            )
+        ]
+    )
+    assert report.embedded == 0  # presence and hours are facts, not text: nothing re-embedded
+    assert found()[0] == "demo-124"
+    changed = replace(python[0], headline="Sourdough bread baking", skills=("baking",), bio="", online=True)
+    assert matcher.update([changed]).embedded == 1
+    assert "demo-124" not in found()
+    assert matcher.remove(["demo-124"]) == 1
+    assert matcher.listing("demo-124") is None
