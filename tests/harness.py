@@ -35,6 +35,7 @@ async def running_service(
     database_url: str,
     embedder: Any,
     detector: Any,
+    port: int | None = None,
     **env: str,
 ) -> AsyncIterator[TestClient]:
     """The service as `concierge serve` builds it, on an embedded Redis and the test's database."""
@@ -44,7 +45,7 @@ async def running_service(
         monkeypatch.setenv(f"CONCIERGE_{name.upper()}", value)
     app = service_app(load_settings())
     app[MATCHER] = Matcher(embedder, detector, load_taxonomy())
-    client = TestClient(TestServer(app))
+    client = TestClient(TestServer(app, port=port) if port else TestServer(app))
     await client.start_server()
     try:
         yield client

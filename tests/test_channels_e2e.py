@@ -225,3 +225,53 @@ async def test_unsupported_messages_and_unknown_commands_on_both_chat_apps(
     guest = discord_server.user(8101, "Lee")
     await discord_server.dm(guest, "/teleport")
     await discord_server.wait_for(lambda m: "I don't know /teleport" in m.get("content", ""))
+
+
+async def test_telegram_webhook_mode_checks_the_secret_and_serves_updates(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str, use_embedder: Any, detector: Any
+) -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    secret = "s3cret_token-for-tests"
+    async with FakeTelegram() as telegram:
+        async with running_service(
+            monkeypatch,
+            tmp_path,
+            database_url,
+            use_embedder,
+            detector,
+            port=port,
+            public_url=f"http://127.0.0.1:{port}",
+            telegram_token=telegram.token,
+            telegram_api_url=telegram.base_url,
+            telegram_mode="webhook",
+            telegram_webhook_secret=secret,
+        ) as client:
+            hook = telegram.calls_to("setWebhook")[-1]
+            assert hook["url"] == f"http://127.0.0.1:{port}/webhooks/telegram"
+            assert hook["secret_token"] == secret
+            assert telegram.calls_to("getUpdates") == []
+
+            someone = telegram.user(9001, "Ines")
+            await telegram.send_text(someone, "/help")
+            await telegram.wait_for(lambda m: m["chat"]["id"] == 9001 and "/lang" in m["text"])
+            assert telegram.webhook_deliveries == [200]
+
+            update = {
+                "update_id": 1,
+                "message": {"message_id": 1, "date": 0, "chat": {"id": 9002, "type": "private"}},
+            }
+            forged = await client.post(
+                "/webhooks/telegram", json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "x"}
+            )
+            assert forged.status == 403
+            missing = await client.post("/webhooks/telegram", json=update)
+            assert missing.status == 403
+            garbage = await client.post(
+                "/webhooks/telegram", data=b"\xff{", headers={"X-Telegram-Bot-Api-Secret-Token": secret}
+            )
+            assert garbage.status == 400
+            sent_before = len(telegram.sent)
+            await asyncio.sleep(0.2)
+            assert len(telegram.sent) == sent_before  # nothing was answered for the refused posts
