@@ -9,6 +9,7 @@ dispatcher's job. Every text comes from the message catalogues, in the reader's 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from bots.conversation import Conversation
 from bots.events import Button, Incoming, Kind, Reply
@@ -130,12 +131,13 @@ class Dialogue:
             out.append(self._say(person, "bot.ask.already_open"))
             return
         community = (event.channel, event.community) if event.community else None
-        outcome = await self.concierge.ask(person, text, community=community)
+        outcome = await self.concierge.ask(
+            person, text, community=community, adopt_language=not conv.language_fixed
+        )
         detected = outcome.language if isinstance(outcome, Proposal) else None
         if detected in LANGUAGES and detected != person.locale and not conv.language_fixed:
             assert detected is not None
-            await self.concierge.set_locale(person.id, detected)
-            person = await self.concierge.person(person.id, reach=person.reach)
+            person = replace(person, locale=detected)  # the core adopted it with the request
         self._outcome(person, conv, outcome, out)
 
     def _outcome(

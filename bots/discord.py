@@ -6,9 +6,9 @@ presses are interactions: the engine's replies to the person who acted answer th
 permission and links the guild to a business. An `AutoShardedClient` lets Discord decide the
 shard count for large installs.
 
-discord.py keeps its REST base and gateway URL in class attributes; they are set from the
-configuration when the channel starts (a local Discord server in tests), the one piece of
-process-wide state this channel has.
+discord.py keeps its REST base in a class attribute; it is set from the configuration when the
+channel starts (a local Discord server in tests), the one piece of process-wide state this
+channel has. The gateway's address comes from that REST API.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 import discord
 import redis.asyncio as aioredis
 import structlog
-import yarl
 from discord import app_commands
 
 from bots.dispatcher import Dispatcher
@@ -77,9 +76,8 @@ class DiscordChannel:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        # The gateway address comes from GET /gateway/bot on that REST base (sharded clients).
         discord.http.Route.BASE = self._settings.discord_api_url.rstrip("/")
-        if self._settings.discord_gateway_url is not None:
-            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self._settings.discord_gateway_url)
         assert self._settings.discord_token is not None
         await self.client.login(self._settings.discord_token.get_secret_value())
         self._task = asyncio.create_task(self.client.connect(reconnect=True), name="discord-gateway")

@@ -63,8 +63,16 @@ class Dispatcher:
             lock = self._locks[key] = asyncio.Lock()
         async with lock:
             conversation = await self._store.load(event.reach)
-            replies = await self.dialogue.handle(event, conversation)
-            await self._store.save(event.reach, conversation)
+            try:
+                replies = await self.dialogue.handle(event, conversation)
+            except Exception as exc:  # a failure of ours: say so rather than stay silent
+                log.exception(
+                    "turn failed", channel=event.channel.value, kind=event.kind.value, error=repr(exc)
+                )
+                language = negotiate([event.locale]) if event.locale else "en"
+                replies = [Reply(event.reach, self.dialogue.t("bot.error", language))]
+            else:
+                await self._store.save(event.reach, conversation)
         await self.deliver(replies, event, direct)
         return replies
 

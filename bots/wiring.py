@@ -44,6 +44,7 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
         matcher = await asyncio.to_thread(build_matcher, settings)
     host = MatcherHost(matcher, app[SESSIONS])
     report = await host.load_all()
+    await asyncio.to_thread(host.warm_up)
     log.info("matcher ready", listings=report.listings, embedded=report.embedded)
     concierge = Concierge(settings, app[SESSIONS], app[REDIS], host)
     dialogue = Dialogue(concierge, Texts(load_catalogues()), max_chars=settings.max_message_chars)
@@ -51,7 +52,10 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.MATCHER_HOST] = host
     app[keys.CONCIERGE] = concierge
     app[keys.DISPATCHER] = Dispatcher(dialogue, store, RateLimiter(app[REDIS], settings.messages_per_minute))
-    yield
+    try:
+        yield
+    finally:
+        host.close()
 
 
 async def ticker_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -110,13 +110,6 @@ def _check_api_url(url: str) -> str:
     return url
 
 
-def _check_gateway_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in {"ws", "wss"} or not parts.netloc:
-        raise ValueError("must be an absolute ws:// or wss:// URL")
-    return url
-
-
 def _check_telegram_token(token: SecretStr) -> SecretStr:
     # Telegram tokens look like 123456789:AA…; a typo here would only show as a 401 much later.
     bot_id, sep, secret = token.get_secret_value().partition(":")
@@ -165,8 +158,6 @@ class Settings(BaseSettings):
     telegram_webhook_secret: SecretStr | None = None
     discord_token: SecretStr | None = None
     discord_api_url: Annotated[str, AfterValidator(_check_api_url)] = "https://discord.com/api/v10"
-    # None: the gateway Discord names; set only for a local Discord server in tests.
-    discord_gateway_url: Annotated[str, AfterValidator(_check_gateway_url)] | None = None
     offer_timeout_seconds: int = Field(default=60, ge=5, le=3600)
     offer_batch: int = Field(default=3, ge=1, le=20)
     conversation_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)

@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from concierge.catalogue import ExpertLine, read_expert_lines
 from concierge.config import Settings
+from concierge.database import read_sessions
 from concierge.errors import ConfigError
 from concierge.hours import WeeklyHours
 from concierge.lifecycle import State
-from concierge.model import Expert, Offer, OfferStatus, Session
+from concierge.model import Expert, Offer, OfferStatus, Person, Session
 from knowledge.demo import demo_catalogue_path
 from knowledge.taxonomy import load_taxonomy
 from matcher.embedders import create_embedder
@@ -76,26 +78,56 @@ class MatcherHost:
 
     def __init__(self, matcher: Matcher, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.matcher = matcher
-        self._sessions = sessions
+        self._reads = read_sessions(sessions)
         self._lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="matcher")
+        self.names: dict[str, str] = {}  # expert id → the name customers see on cards
 
     async def load_all(self) -> SyncReport:
-        async with self._sessions() as db:
+        async with self._reads() as db:
             listings = await load_listings(db)
+            self.names = await _names(db, None)
         async with self._lock:
             return await asyncio.to_thread(self.matcher.sync, listings)
 
     async def refresh(self, expert_ids: Collection[str]) -> None:
         """Re-read these experts: changed listings re-embedded, unpublished ones dropped."""
-        async with self._sessions() as db:
+        async with self._reads() as db:
             listings = await load_listings(db, expert_ids)
+            self.names.update(await _names(db, expert_ids))
         found = {listing.id for listing in listings}
         async with self._lock:
             self.matcher.update(listings)
             self.matcher.remove([expert_id for expert_id in expert_ids if expert_id not in found])
 
-    def match(self, query: MatchQuery) -> MatchResult:
-        return self.matcher.match(query)
+    async def match(self, query: MatchQuery) -> MatchResult:
+        """Match on the matcher's own thread: embedding and language detection release the GIL,
+        so they run beside the event loop's work instead of inside it (one at a time, in order)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.matcher.match, query)
+
+    def warm_up(self) -> None:
+        """First calls load lazily built tables (date parsing, plural rules): pay that at start."""
+        for text in (
+            "my wifi stopped working tomorrow at 3pm",
+            "mon wifi ne marche plus demain à 15h",
+            "mein WLAN geht nicht morgen um 15 Uhr",
+            "mi wifi no funciona mañana a las 3",
+            "我的wifi坏了 明天下午3点",
+            "Wi-Fiが繋がらない 明日の午後3時",
+            "I need help on 3 December at 10:00",
+        ):
+            self.matcher.match(MatchQuery(text))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _names(db: AsyncSession, only: Collection[str] | None) -> dict[str, str]:
+    query = select(Expert.id, Person.display_name).join(Person, Person.id == Expert.person_id)
+    if only is not None:
+        query = query.where(Expert.id.in_(only))
+    return {str(row[0]): str(row[1]) for row in await db.execute(query)}
 
 
 async def load_listings(db: AsyncSession, only: Collection[str] | None = None) -> list[Listing]:

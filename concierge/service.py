@@ -22,6 +22,7 @@ from billing.quotes import quote
 from concierge import onboarding, people
 from concierge.claims import OfferDesk
 from concierge.config import Settings
+from concierge.database import read_sessions
 from concierge.errors import DomainError, NotFound
 from concierge.languages import check_language
 from concierge.lifecycle import State
@@ -40,7 +41,7 @@ from concierge.model import (
     Session,
     utcnow,
 )
-from concierge.pricing import PricingMode
+from concierge.pricing import Pricing, PricingMode
 from concierge.reach import Reach, reach_of, remember
 from concierge.redis_keys import entity_key
 from concierge.transitions import Lifecycle
@@ -59,6 +60,7 @@ from concierge.views import (
     SessionLine,
 )
 from concierge.waiting_line import OfferClock, WaitingLine
+from knowledge.i18n import LANGUAGES
 from matcher.engine import MatchQuery, MatchResult, NoExperts
 from matcher.facets import next_opening
 
@@ -87,6 +89,7 @@ class Concierge:
     ) -> None:
         self.settings = settings
         self._sessions = sessions
+        self._reads = read_sessions(sessions)
         self._redis = redis
         self._matcher = matcher
         self._clock = clock
@@ -103,12 +106,37 @@ class Concierge:
     async def identify(
         self, channel: Channel, user_id: str, *, name: str, locale: str | None = None
     ) -> PersonView:
-        person = await people.identify(
-            self._sessions, channel, user_id, display_name=name, locale=locale or "en"
-        )
+        """The person writing from this channel identity (created on first contact), one query."""
         reach = Reach(channel, user_id)
+        async with self._reads() as db:
+            row = (
+                await db.execute(
+                    select(Person, Expert)
+                    .join(ChannelIdentity, ChannelIdentity.person_id == Person.id)
+                    .outerjoin(Expert, Expert.person_id == Person.id)
+                    .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == user_id)
+                )
+            ).first()
+        if row is None:
+            person: Person = await people.identify(
+                self._sessions, channel, user_id, display_name=name, locale=locale or "en"
+            )
+            expert: Expert | None = None
+        else:
+            person, expert = row
         await remember(self._redis, person.id, reach)
-        return await self.person(person.id, reach=reach)
+        return self._view(person, expert, reach)
+
+    def _view(self, person: Person, expert: Expert | None, reach: Reach | None) -> PersonView:
+        return PersonView(
+            id=person.id,
+            name=person.display_name,
+            locale=person.locale,
+            time_zone=person.time_zone,
+            gate=people.age_gate(person, self._now().date()),
+            reach=reach,
+            expert=_expert_view(expert) if expert is not None else None,
+        )
 
     async def person(self, person_id: str, *, reach: Reach | None = None) -> PersonView:
         views = await self._people([person_id])
@@ -120,8 +148,7 @@ class Concierge:
         return view
 
     async def _people(self, person_ids: Collection[str]) -> dict[str, PersonView]:
-        today = self._now().date()
-        async with self._sessions() as db:
+        async with self._reads() as db:
             persons = list(await db.scalars(select(Person).where(Person.id.in_(person_ids))))
             experts = {
                 e.person_id: e
@@ -139,21 +166,10 @@ class Concierge:
                 )
                 for person_id, channel, external_id in rows:
                     reaches[person_id] = Reach(channel, external_id)
-        return {
-            p.id: PersonView(
-                id=p.id,
-                name=p.display_name,
-                locale=p.locale,
-                time_zone=p.time_zone,
-                gate=people.age_gate(p, today),
-                reach=reaches.get(p.id),
-                expert=_expert_view(experts[p.id]) if p.id in experts else None,
-            )
-            for p in persons
-        }
+        return {p.id: self._view(p, experts.get(p.id), reaches.get(p.id)) for p in persons}
 
     async def _expert_people(self, expert_ids: Collection[str]) -> dict[str, PersonView]:
-        async with self._sessions() as db:
+        async with self._reads() as db:
             owners = dict(
                 (await db.execute(select(Expert.id, Expert.person_id).where(Expert.id.in_(expert_ids)))).all()
             )
@@ -180,18 +196,29 @@ class Concierge:
         text: str,
         *,
         community: tuple[Channel, str] | None = None,
+        adopt_language: bool = False,
     ) -> AskOutcome:
-        """Read a request, open it and propose experts (or a place in line)."""
+        """Read a request, open it and propose experts (or a place in line).
+
+        With `adopt_language`, a request written in another supported language than the
+        person's makes that their language (they have not chosen one explicitly)."""
         business_id, business_only, community_id = await self._community(community)
         query = self._query(customer, text, business_id=business_id, business_only=business_only)
-        result = self._matcher.match(query)
+        result = await self._matcher.match(query)
         if result.no_experts is NoExperts.CANNOT_UNDERSTAND:
             return NoMatch("cannot_understand")
         understanding = result.understanding
+        written_in = understanding.language.code if understanding.language else None
+        adopted = (
+            written_in
+            if adopt_language and written_in in LANGUAGES and written_in != customer.locale
+            else None
+        )
         request = await self.lifecycle.open_request(
             customer.id,
             text,
-            language=understanding.language.code if understanding.language else None,
+            customer_locale=adopted,
+            language=written_in,
             category=understanding.category.category if understanding.category else None,
             wanted_at=understanding.when,
             community_id=community_id,
@@ -212,7 +239,7 @@ class Concierge:
             blocked=shown,
             accept_english=True,
         )
-        return await self._propose(customer, request_id, self._matcher.match(query), query)
+        return await self._propose(customer, request_id, await self._matcher.match(query), query)
 
     async def _propose(
         self, customer: PersonView, request_id: str, result: MatchResult, query: MatchQuery
@@ -223,7 +250,7 @@ class Concierge:
             language = result.understanding.language.code if result.understanding.language else None
             return Proposal(request_id, tuple(cards), language, offset)
         # Nobody free: is anyone suitable at all, once availability is ignored?
-        someone = self._matcher.match(replace(query, include_offline=True))
+        someone = await self._matcher.match(replace(query, include_offline=True))
         if someone.experts:
             place = await self.line.join(request_id, self._now().timestamp())
             return Queued(request_id, place)
@@ -254,7 +281,7 @@ class Concierge:
         deadline = self._now() + timedelta(seconds=self.settings.offer_timeout_seconds)
         await self.clock.start(request.id, deadline.timestamp())
         experts = await self._expert_people([expert_id for expert_id, _ in candidates])
-        async with self._sessions() as db:
+        async with self._reads() as db:
             pricing = {
                 e.id: e.pricing
                 for e in await db.scalars(select(Expert).where(Expert.id.in_([c for c, _ in candidates])))
@@ -279,13 +306,13 @@ class Concierge:
 
     async def is_open(self, request_id: str) -> bool:
         """Still waiting for an expert (open, offered, or in line)."""
-        async with self._sessions() as db:
+        async with self._reads() as db:
             status = await db.scalar(select(HelpRequest.status).where(HelpRequest.id == request_id))
         return status in {State.OPEN, State.OFFERED}
 
     async def sessions_of(self, person: PersonView, limit: int = 10) -> list[SessionLine]:
         expert_id = person.expert.id if person.expert else None
-        async with self._sessions() as db:
+        async with self._reads() as db:
             rows = list(
                 await db.execute(
                     select(Session, HelpRequest.text)
@@ -325,7 +352,7 @@ class Concierge:
         await self.clock.stop(request_id)
         await self.line.leave(request_id)
         state = await self._hand_off(session.id, session.pricing.mode)
-        async with self._sessions() as db:
+        async with self._reads() as db:
             request = await db.get(HelpRequest, request_id)
             assert request is not None
             taken = list(
@@ -375,7 +402,7 @@ class Concierge:
 
     async def _next_round(self, request_id: str) -> Round | None:
         lapsed_ids = await self.lifecycle.time_out_offers(request_id)
-        async with self._sessions() as db:
+        async with self._reads() as db:
             request = await db.get(HelpRequest, request_id)
             offered = set(await db.scalars(select(Offer.expert_id).where(Offer.request_id == request_id)))
         if request is None or request.status is not State.OFFERED:
@@ -393,12 +420,12 @@ class Concierge:
             accept_english=True,
             top=self.settings.offer_batch,
         )
-        result = self._matcher.match(query)
+        result = await self._matcher.match(query)
         if result.experts:
             candidates = [(expert.id, expert.score) for expert in result.experts]
             round_ = await self._offer(customer, request, candidates, first=False)
             return Round(request_id, customer, notices=round_.notices, lapsed=lapsed)
-        if self._matcher.match(replace(query, include_offline=True)).experts:
+        if (await self._matcher.match(replace(query, include_offline=True))).experts:
             place = await self.line.join(request_id, self._now().timestamp())
             return Round(request_id, customer, lapsed=lapsed, queued_place=place)
         await self.lifecycle.expire(request_id, "nobody answered")
@@ -409,14 +436,14 @@ class Concierge:
         rounds = []
         reserved: set[str] = set()  # experts just offered a waiting request: one each, in line order
         for request_id in await self.line.waiting(limit):
-            async with self._sessions() as db:
+            async with self._reads() as db:
                 request = await db.get(HelpRequest, request_id)
             if request is None or request.status not in {State.OPEN, State.OFFERED}:
                 await self.line.leave(request_id)
                 continue
             customer = await self.person(request.customer_id)
             business_id, business_only, _ = await self._community_of(request)
-            async with self._sessions() as db:
+            async with self._reads() as db:
                 offered = frozenset(
                     await db.scalars(select(Offer.expert_id).where(Offer.request_id == request_id))
                 )
@@ -430,7 +457,7 @@ class Concierge:
                 accept_english=True,
                 top=self.settings.offer_batch,
             )
-            result = self._matcher.match(query)
+            result = await self._matcher.match(query)
             if not result.experts:
                 continue
             reserved.update(expert.id for expert in result.experts)
@@ -443,7 +470,7 @@ class Concierge:
             )
         moved = []
         for request_id, place in await self.line.moved():
-            async with self._sessions() as db:
+            async with self._reads() as db:
                 customer_id = await db.scalar(
                     select(HelpRequest.customer_id).where(HelpRequest.id == request_id)
                 )
@@ -547,7 +574,7 @@ class Concierge:
         if community is None:
             return None, False, None
         channel, external_id = community
-        async with self._sessions() as db:
+        async with self._reads() as db:
             row = (
                 await db.execute(
                     select(Community.id, Business.id, Business.scope)
@@ -563,7 +590,7 @@ class Concierge:
     async def _community_of(self, request: HelpRequest) -> tuple[str | None, bool, str | None]:
         if request.community_id is None:
             return None, False, None
-        async with self._sessions() as db:
+        async with self._reads() as db:
             row = (
                 await db.execute(
                     select(Business.id, Business.scope)
@@ -576,7 +603,7 @@ class Concierge:
         return row[0], row[1] is RosterScope.ROSTER_ONLY, request.community_id
 
     async def _commission(self, request_id: str) -> Decimal:
-        async with self._sessions() as db:
+        async with self._reads() as db:
             override = await db.scalar(
                 select(Business.commission_percent)
                 .join(Community, Community.business_id == Business.id)
@@ -615,7 +642,7 @@ class Concierge:
         )
 
     async def _open_request(self, customer: PersonView, request_id: str) -> HelpRequest:
-        async with self._sessions() as db:
+        async with self._reads() as db:
             request = await db.get(HelpRequest, request_id)
         if request is None or request.customer_id != customer.id:
             raise NotFound("request", request_id)
@@ -624,7 +651,7 @@ class Concierge:
         return request
 
     async def _pending_experts(self, request_id: str) -> list[str]:
-        async with self._sessions() as db:
+        async with self._reads() as db:
             return list(
                 await db.scalars(
                     select(Offer.expert_id).where(
@@ -639,8 +666,10 @@ class Concierge:
         known = await self.shown_in_order(request_id)
         fresh = [expert_id for expert_id in expert_ids if expert_id not in known]
         if fresh:
-            await self._redis.rpush(key, *fresh)
-            await self._redis.expire(key, SHOWN_TTL_SECONDS)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.rpush(key, *fresh)
+                pipe.expire(key, SHOWN_TTL_SECONDS)
+                await pipe.execute()
         return len(known)
 
     async def shown_in_order(self, request_id: str) -> list[str]:
@@ -652,36 +681,30 @@ class Concierge:
         return frozenset(await self.shown_in_order(request_id))
 
     async def _cards(self, result: MatchResult, query: MatchQuery) -> list[ExpertCard]:
-        ids = [expert.id for expert in result.experts]
-        owners = await self._expert_people(ids)
-        async with self._sessions() as db:
-            experts = {e.id: e for e in await db.scalars(select(Expert).where(Expert.id.in_(ids)))}
+        """Cards from what the matcher holds in memory: no database round trip per request."""
         now = self._now()
+        wanted = result.understanding.when or now
         cards = []
         for ranked in result.experts:
-            expert = experts.get(ranked.id)
-            owner = owners.get(ranked.id)
-            if expert is None or owner is None:
+            listing = self._matcher.matcher.listing(ranked.id)
+            name = self._matcher.names.get(ranked.id)
+            if listing is None or name is None:
                 continue
-            listing = self._matcher.matcher.listing(expert.id)
-            available = (
-                bool(listing and listing.online and not listing.busy) and result.understanding.when is None
-            )
-            wanted = result.understanding.when or now
-            next_free = None
-            if not available and listing is not None:
-                next_free = next_opening(listing.hours, listing.timezone, wanted)
+            available = listing.online and not listing.busy and result.understanding.when is None
+            count = listing.rating_count
             cards.append(
                 ExpertCard(
-                    expert_id=expert.id,
-                    name=owner.name,
-                    headline=expert.headline,
-                    languages=tuple(expert.languages),
-                    rating=expert.rating_mean,
-                    rating_count=expert.rating_count,
-                    pricing=expert.pricing,
+                    expert_id=listing.id,
+                    name=name,
+                    headline=listing.headline,
+                    languages=tuple(listing.languages),
+                    rating=listing.rating_total / count if count else None,
+                    rating_count=count,
+                    pricing=Pricing(
+                        PricingMode(listing.pricing_mode), listing.price_amount, listing.currency
+                    ),
                     available_now=available,
-                    next_free=next_free,
+                    next_free=None if available else next_opening(listing.hours, listing.timezone, wanted),
                     reasons=_top_reasons(ranked.reasons),
                 )
             )

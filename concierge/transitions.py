@@ -24,6 +24,7 @@ from concierge.model import (
     LifecycleEvent,
     Offer,
     OfferStatus,
+    Person,
     Session,
     utcnow,
 )
@@ -51,7 +52,10 @@ class Lifecycle:
         wanted_at: datetime | None = None,
         budget: Money | None = None,
         community_id: str | None = None,
+        customer_locale: str | None = None,
     ) -> HelpRequest:
+        """A new request; `customer_locale`, when given, becomes the customer's language in the
+        same transaction (the language they wrote in)."""
         if not text.strip():
             raise DomainError("a help request needs some text")
         now = self._clock()
@@ -69,6 +73,10 @@ class Lifecycle:
         request.budget = budget
         async with self._sessions.begin() as db:
             db.add(request)
+            if customer_locale is not None:
+                await db.execute(
+                    update(Person).where(Person.id == customer_id).values(locale=customer_locale)
+                )
         return request
 
     async def state_of(self, request_id: str) -> State:

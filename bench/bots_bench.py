@@ -1,0 +1,225 @@
+"""Help requests per second through the real python-telegram-bot stack, against its echo floor.
+
+Both sides run the unmodified python-telegram-bot `Application` (long polling) against the local
+Bot API server of tests/fakes, which runs in a child process (as Telegram is another machine),
+with the driver: N users each send one message, at most C in flight, and a request counts as
+answered when the bot's reply to that user arrives at the server.
+
+  echo      a handler that answers every text with a fixed message: the library's own floor.
+  concierge the whole service (SQLite, embedded Redis, the 168 demo experts, the USE embedder):
+            update in → the dialogue engine → the matcher → expert cards out.
+
+Reported: requests/s and p50/p99 latency for each, and the concierge path as a multiple of the
+echo floor (the target is ≤ 3×, and ≥ 200 requests/s on 2 cores).
+
+    make bench-bots              # N=600, C=32
+    BENCH_N=2000 BENCH_C=64 make bench-bots
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+from datetime import date
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from sqlalchemy import update
+from telegram import Update
+from telegram.ext import ApplicationBuilder, ContextTypes, TypeHandler
+
+from concierge import migrate
+from concierge.catalogue import import_experts
+from concierge.database import create_engine, session_factory
+from concierge.hours import WEEKDAYS, WeeklyHours
+from concierge.model import Channel, ChannelIdentity, Expert, Person
+from knowledge.demo import demo_catalogue_path
+from tests.fakes.telegram_server import FakeTelegram
+
+N = int(os.environ.get("BENCH_N", "600"))
+CONCURRENCY = int(os.environ.get("BENCH_C", "32"))
+FIRST_USER = 10_000
+
+
+def requests_text() -> list[str]:
+    path = Path(__file__).resolve().parent.parent / "tests" / "data" / "matcher_eval.jsonl"
+    return [json.loads(line)["text"] for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+async def drive(telegram: FakeTelegram, texts: list[str], answered: Any) -> dict[str, float]:
+    """Send N messages from N users, C at a time; time each until its answer arrives."""
+    gate = asyncio.Semaphore(CONCURRENCY)
+    latencies: list[float] = []
+
+    async def one(i: int) -> None:
+        user = telegram.user(FIRST_USER + i, f"User {i}", language_code="en")
+        async with gate:
+            since = len(telegram.sent)
+            started = time.perf_counter()
+            await telegram.send_text(user, texts[i % len(texts)])
+            await telegram.wait_for(
+                lambda m: m["chat"]["id"] == user["id"] and answered(m), since=since, timeout=300
+            )
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(N)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "per_second": N / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] * 1000,
+    }
+
+
+def serve_and_drive(connection: Connection) -> None:
+    """The child process: the Bot API server and the simulated users."""
+
+    async def run() -> None:
+        async with FakeTelegram() as telegram:
+            connection.send((telegram.token, telegram.base_url))
+            while True:
+                command = await asyncio.to_thread(connection.recv)
+                if command == "stop":
+                    return
+                answered = (lambda m: m["text"] == "echo") if command == "echo" else (lambda m: True)
+                connection.send(await drive(telegram, requests_text(), answered))
+                connection.send(summary(telegram))
+
+    asyncio.run(run())
+
+
+def summary(telegram: FakeTelegram) -> dict[str, int]:
+    kinds = {"cards": 0, "waiting line": 0, "other": 0}
+    for message in telegram.sent:
+        if message["text"] == "echo":
+            continue
+        if message.get("reply_markup"):
+            kinds["cards"] += 1
+        elif "in line" in message["text"]:
+            kinds["waiting line"] += 1
+        else:
+            kinds["other"] += 1
+            if os.environ.get("BENCH_SHOW"):
+                print("other:", message["text"][:100])
+    return kinds
+
+
+class Driver:
+    """The child process, from the bot's side."""
+
+    def __init__(self) -> None:
+        self._connection, child = multiprocessing.Pipe()
+        self._process = multiprocessing.get_context("spawn").Process(target=serve_and_drive, args=(child,))
+        self._process.start()
+        self.token, self.base_url = self._connection.recv()
+
+    async def run(self, kind: str) -> tuple[dict[str, float], dict[str, int]]:
+        self._connection.send(kind)
+        result = await asyncio.to_thread(self._connection.recv)
+        kinds = await asyncio.to_thread(self._connection.recv)
+        return result, kinds
+
+    def close(self) -> None:
+        self._connection.send("stop")
+        self._process.join(30)
+
+
+async def echo_floor(driver: Driver) -> dict[str, float]:
+    async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if update.message is not None:
+            await context.bot.send_message(update.message.chat_id, "echo")
+
+    app = ApplicationBuilder().token(driver.token).base_url(driver.base_url).concurrent_updates(True).build()
+    app.add_handler(TypeHandler(Update, echo))
+    await app.initialize()
+    await app.start()
+    assert app.updater is not None
+    await app.updater.start_polling(poll_interval=0.0)
+    try:
+        result, _ = await driver.run("echo")
+        return result
+    finally:
+        await app.updater.stop()
+        await app.stop()
+        await app.shutdown()
+
+
+async def seeded_database(folder: Path) -> str:
+    url = f"sqlite+aiosqlite:///{folder / 'bench.db'}"
+    engine = create_engine(url)
+    await migrate.upgrade(engine)
+    sessions = session_factory(engine)
+    await import_experts(sessions, demo_catalogue_path())
+    always = WeeklyHours.parse({day: ["00:00-24:00"] for day in WEEKDAYS}).to_json()
+    async with sessions.begin() as db:
+        await db.execute(update(Expert).values(online=True, hours_json=always))
+    # Customers who already passed the age question: the benchmark measures requests, not sign-up.
+    async with sessions.begin() as db:
+        for i in range(N):
+            person = Person(display_name=f"User {i}", locale="en", birth_date=date(1990, 1, 1))
+            db.add(person)
+            db.add(
+                ChannelIdentity(
+                    channel=Channel.TELEGRAM, external_id=str(FIRST_USER + i), person_id=person.id
+                )
+            )
+    await engine.dispose()
+    return url
+
+
+async def concierge_path(driver: Driver) -> tuple[dict[str, float], dict[str, int]]:
+    from concierge.cli.commands import service_app
+    from concierge.config import load_settings
+
+    with tempfile.TemporaryDirectory() as folder:
+        url = await seeded_database(Path(folder))
+        os.environ.update(
+            {
+                "CONCIERGE_DATA_DIR": folder,
+                "CONCIERGE_DATABASE_URL": url,
+                "CONCIERGE_TELEGRAM_TOKEN": driver.token,
+                "CONCIERGE_TELEGRAM_API_URL": driver.base_url,
+                "CONCIERGE_MESSAGES_PER_MINUTE": "10000",
+            }
+        )
+        runner = web.AppRunner(service_app(load_settings()))
+        await runner.setup()  # starts the core, the matcher and the Telegram channel
+        try:
+            return await driver.run("concierge")
+        finally:
+            await runner.cleanup()
+
+
+def main() -> None:
+    print(f"{N} help requests from {N} Telegram users, {CONCURRENCY} in flight")
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    driver = Driver()
+    try:
+        echo = asyncio.run(echo_floor(driver))
+        concierge, kinds = asyncio.run(concierge_path(driver))
+    finally:
+        driver.close()
+    print(f"{'path':<12}{'requests/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
+    for name, r in (("echo", echo), ("concierge", concierge)):
+        print(f"{name:<12}{r['per_second']:>12.0f}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}")
+    ratio = echo["per_second"] / concierge["per_second"]
+    print(f"concierge answers {kinds}")
+    print(
+        f"concierge costs {ratio:.2f}x the echo floor (target ≤ 3x); {concierge['per_second']:.0f} requests/s "
+        f"(target ≥ 200 on 2 cores)"
+    )
+
+
+if __name__ == "__main__":
+    main()
