@@ -212,8 +212,10 @@ class DiscordChannel:
     async def remember(self, reply: Reply, message_id: int) -> None:
         if reply.ref:
             key = _refs_key(reply.to.user_id)
-            await self._redis.hset(key, reply.ref, message_id)
-            await self._redis.expire(key, REF_TTL_SECONDS)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hset(key, reply.ref, message_id)
+                pipe.expire(key, REF_TTL_SECONDS)
+                await pipe.execute()
 
 
 class _InteractionOutbox:

@@ -275,8 +275,10 @@ class TelegramChannel:
             return
         if reply.ref:
             key = _chat_key(chat_id, "refs")
-            await self._redis.hset(key, reply.ref, sent.message_id)
-            await self._redis.expire(key, REF_TTL_SECONDS)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hset(key, reply.ref, sent.message_id)
+                pipe.expire(key, REF_TTL_SECONDS)
+                await pipe.execute()
 
 
 class _ChatOutbox:

@@ -132,13 +132,18 @@ class WebChannel:
             if not sockets:
                 del self._sockets[visitor]
 
-    async def relay(self) -> None:
-        """Forward published replies to the sockets this process holds (runs for the app's life)."""
-        pubsub = self._redis.pubsub()
+    async def relay(self, stop: asyncio.Event) -> None:
+        """Forward published replies to the sockets this process holds, until `stop` is set.
+
+        Polls with a timeout rather than `listen()`: redis-py can swallow a cancellation while
+        waiting on a quiet subscription, which hung shutdown.
+        """
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(channel_name(_TOPIC))
         try:
-            async for message in pubsub.listen():
-                if message.get("type") != "message":
+            while not stop.is_set():
+                message = await pubsub.get_message(timeout=0.5)
+                if message is None or message.get("type") != "message":
                     continue
                 data = json.loads(message["data"])
                 for socket in list(self._sockets.get(data["visitor"], ())):
@@ -306,8 +311,11 @@ async def _error(socket: web.WebSocketResponse, error: str) -> None:
 
 
 async def relay_ctx(channel: WebChannel) -> AsyncIterator[None]:
-    task = asyncio.create_task(channel.relay(), name="web-relay")
+    stop = asyncio.Event()
+    task = asyncio.create_task(channel.relay(stop), name="web-relay")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    stop.set()
+    try:
+        await asyncio.wait_for(task, timeout=5)
+    except TimeoutError:
+        log.warning("web relay did not stop in time")

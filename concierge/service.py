@@ -223,7 +223,7 @@ class Concierge:
             wanted_at=understanding.when,
             community_id=community_id,
         )
-        return await self._propose(customer, request.id, result, query)
+        return await self._propose(customer, request.id, result, query, new=True)
 
     async def widen(self, customer: PersonView, request_id: str) -> AskOutcome:
         """ "None of these": more experts, English speakers included, without those already shown."""
@@ -242,10 +242,17 @@ class Concierge:
         return await self._propose(customer, request_id, await self._matcher.match(query), query)
 
     async def _propose(
-        self, customer: PersonView, request_id: str, result: MatchResult, query: MatchQuery
+        self,
+        customer: PersonView,
+        request_id: str,
+        result: MatchResult,
+        query: MatchQuery,
+        *,
+        new: bool = False,
     ) -> AskOutcome:
         if result.experts:
-            offset = await self._remember_shown(request_id, [expert.id for expert in result.experts])
+            shown = [expert.id for expert in result.experts]
+            offset = await self._remember_shown(request_id, shown, new=new)
             cards = await self._cards(result, query)
             language = result.understanding.language.code if result.understanding.language else None
             return Proposal(request_id, tuple(cards), language, offset)
@@ -660,10 +667,10 @@ class Concierge:
                 )
             )
 
-    async def _remember_shown(self, request_id: str, expert_ids: list[str]) -> int:
+    async def _remember_shown(self, request_id: str, expert_ids: list[str], *, new: bool = False) -> int:
         """Append to the request's shown experts, in ranking order; the index of the first."""
         key = entity_key("request", request_id, "shown")
-        known = await self.shown_in_order(request_id)
+        known = [] if new else await self.shown_in_order(request_id)
         fresh = [expert_id for expert_id in expert_ids if expert_id not in known]
         if fresh:
             async with self._redis.pipeline(transaction=False) as pipe:
