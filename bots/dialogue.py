@@ -505,7 +505,7 @@ class Dialogue:
             out.append(self._say(person, "bot.link.code", code=new_code))
             return
         linked = await self.concierge.link(event.channel, event.user_id, code)
-        out.append(self._say(linked, "bot.link.done", name=linked.name))
+        out.append(self._say(linked, "bot.link.done", name=linked.name or "—"))
 
     async def _setup_community(
         self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]

@@ -275,3 +275,37 @@ async def test_telegram_webhook_mode_checks_the_secret_and_serves_updates(
             sent_before = len(telegram.sent)
             await asyncio.sleep(0.2)
             assert len(telegram.sent) == sent_before  # nothing was answered for the refused posts
+
+
+async def test_an_expert_links_discord_to_telegram_and_is_notified_where_last_active(
+    channels: tuple[Any, FakeTelegram, FakeDiscord],
+) -> None:
+    client, telegram, discord_server = channels
+    expert_tg = telegram.user(7001, "Noor")
+    await networking_expert(client, "net-noor", "Noor", Channel.TELEGRAM, "7001")
+    await telegram.send_text(expert_tg, "/link")
+    code_message = await telegram.wait_for(lambda m: m["chat"]["id"] == 7001 and "/link " in m["text"])
+    code = code_message["text"].split("/link ")[1].split()[0]
+
+    expert_dc = discord_server.user(7101, "Noor on Discord")
+    await discord_server.dm(expert_dc, f"/link {code}")
+    await discord_server.wait_for(lambda m: "Linked" in m.get("content", ""))
+    await discord_server.dm(expert_dc, "/online")  # last active on Discord now
+    await discord_server.wait_for(lambda m: "You are online" in m.get("content", ""))
+
+    customer = WebUser(client)
+    await customer.connect()
+    await customer.wait_welcome()
+    await customer.say(REQUEST)
+    await customer.say("1990-01-01")
+    cards = await customer.wait_text("Noor")
+    await customer.press(button(cards, "Ask 1."))
+    offer = await discord_server.wait_for(lambda m: "New request" in m.get("content", ""))
+    assert str(offer["channel_id"]) == str(discord_server.dm_channel_id(7101))
+    assert not any("New request" in m["text"] for m in telegram.messages_to(7001))
+    await discord_server.press(expert_dc, offer, dc_button(offer, "Accept"))
+    await customer.wait_text("Noor accepted your request")
+
+    again = await discord_server.dm(expert_dc, f"/link {code}")  # a code works once
+    assert again
+    await discord_server.wait_for(lambda m: "wrong or has expired" in m.get("content", ""))

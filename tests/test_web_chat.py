@@ -313,7 +313,11 @@ async def test_language_switch_and_linking_two_tabs(service: Any) -> None:
     other = WebUser(service)
     await other.connect()
     await other.wait_welcome()
+    await other.say("/profile")
+    await other.wait_text("Language: English")  # a person of its own so far
     await other.say(f"/link {code}")
-    await other.wait_text("!")
+    await other.wait_text("C'est lié")  # now the same person: their language came along
+    await other.say("/profile")
+    await other.wait_text("Langue : Français")
     await other.say(f"/link {code}")
-    await other.wait_for(lambda m: m["seq"] >= 3)
+    await other.wait_text("a expiré")  # a code works once
