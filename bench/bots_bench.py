@@ -216,8 +216,8 @@ def main() -> None:
     ratio = echo["per_second"] / concierge["per_second"]
     print(f"concierge answers {kinds}")
     print(
-        f"concierge costs {ratio:.2f}x the echo floor (target ≤ 3x); {concierge['per_second']:.0f} requests/s "
-        f"(target ≥ 200 on 2 cores)"
+        f"concierge costs {ratio:.2f}x the echo floor (target ≤ 3x); "
+        f"{concierge['per_second']:.0f} requests/s (target ≥ 200 on 2 cores)"
     )
 
 

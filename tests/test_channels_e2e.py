@@ -234,8 +234,9 @@ async def test_telegram_webhook_mode_checks_the_secret_and_serves_updates(
 
     port = free_port()
     secret = "s3cret_token-for-tests"
-    async with FakeTelegram() as telegram:
-        async with running_service(
+    async with (
+        FakeTelegram() as telegram,
+        running_service(
             monkeypatch,
             tmp_path,
             database_url,
@@ -247,34 +248,35 @@ async def test_telegram_webhook_mode_checks_the_secret_and_serves_updates(
             telegram_api_url=telegram.base_url,
             telegram_mode="webhook",
             telegram_webhook_secret=secret,
-        ) as client:
-            hook = telegram.calls_to("setWebhook")[-1]
-            assert hook["url"] == f"http://127.0.0.1:{port}/webhooks/telegram"
-            assert hook["secret_token"] == secret
-            assert telegram.calls_to("getUpdates") == []
+        ) as client,
+    ):
+        hook = telegram.calls_to("setWebhook")[-1]
+        assert hook["url"] == f"http://127.0.0.1:{port}/webhooks/telegram"
+        assert hook["secret_token"] == secret
+        assert telegram.calls_to("getUpdates") == []
 
-            someone = telegram.user(9001, "Ines")
-            await telegram.send_text(someone, "/help")
-            await telegram.wait_for(lambda m: m["chat"]["id"] == 9001 and "/lang" in m["text"])
-            assert telegram.webhook_deliveries == [200]
+        someone = telegram.user(9001, "Ines")
+        await telegram.send_text(someone, "/help")
+        await telegram.wait_for(lambda m: m["chat"]["id"] == 9001 and "/lang" in m["text"])
+        assert telegram.webhook_deliveries == [200]
 
-            update = {
-                "update_id": 1,
-                "message": {"message_id": 1, "date": 0, "chat": {"id": 9002, "type": "private"}},
-            }
-            forged = await client.post(
-                "/webhooks/telegram", json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "x"}
-            )
-            assert forged.status == 403
-            missing = await client.post("/webhooks/telegram", json=update)
-            assert missing.status == 403
-            garbage = await client.post(
-                "/webhooks/telegram", data=b"\xff{", headers={"X-Telegram-Bot-Api-Secret-Token": secret}
-            )
-            assert garbage.status == 400
-            sent_before = len(telegram.sent)
-            await asyncio.sleep(0.2)
-            assert len(telegram.sent) == sent_before  # nothing was answered for the refused posts
+        update = {
+            "update_id": 1,
+            "message": {"message_id": 1, "date": 0, "chat": {"id": 9002, "type": "private"}},
+        }
+        forged = await client.post(
+            "/webhooks/telegram", json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "x"}
+        )
+        assert forged.status == 403
+        missing = await client.post("/webhooks/telegram", json=update)
+        assert missing.status == 403
+        garbage = await client.post(
+            "/webhooks/telegram", data=b"\xff{", headers={"X-Telegram-Bot-Api-Secret-Token": secret}
+        )
+        assert garbage.status == 400
+        sent_before = len(telegram.sent)
+        await asyncio.sleep(0.2)
+        assert len(telegram.sent) == sent_before  # nothing was answered for the refused posts
 
 
 async def test_an_expert_links_discord_to_telegram_and_is_notified_where_last_active(
