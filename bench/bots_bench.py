@@ -156,7 +156,8 @@ async def echo_floor(driver: Driver) -> dict[str, float]:
 
 
 async def seeded_database(folder: Path) -> str:
-    url = f"sqlite+aiosqlite:///{folder / 'bench.db'}"
+    # BENCH_DATABASE_URL: an empty PostgreSQL database to compare with the embedded SQLite.
+    url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite+aiosqlite:///{folder / 'bench.db'}"
     engine = create_engine(url)
     await migrate.upgrade(engine)
     sessions = session_factory(engine)
