@@ -15,12 +15,11 @@ from bots.conversation import Conversation
 from bots.events import Button, Incoming, Kind, Reply
 from bots.listing_setup import ListingSetup
 from bots.parsing import parse_birth_date
-from bots.texts import Texts
+from bots.texts import Texts, reach_or_fail
 from concierge.claims import AlreadyTaken
 from concierge.errors import DomainError, InviteRefused, NotFound
 from concierge.onboarding import ListingRefused
 from concierge.people import AgeGate
-from concierge.reach import Reach
 from concierge.service import Concierge, LinkRefused
 from concierge.views import Accepted, Cancelled, NoMatch, OfferNotice, PersonView, Proposal, Queued, Round
 from knowledge.i18n import LANGUAGES, negotiate
@@ -70,33 +69,33 @@ class Dialogue:
         )
         replies: list[Reply] = []
         if person.gate is AgeGate.REFUSED:
-            replies.append(self._say(person, "bot.age.refused"))
+            replies.append(self.t.say(person, "bot.age.refused"))
             return replies
         try:
             await self._route(event, person, conversation, replies)
         except AlreadyTaken:
-            replies.append(self._say(person, "bot.offer.taken"))
+            replies.append(self.t.say(person, "bot.offer.taken"))
         except InviteRefused as exc:
-            replies.append(self._say(person, f"bot.expert.refused.{exc.reason}"))
+            replies.append(self.t.say(person, f"bot.expert.refused.{exc.reason}"))
         except ListingRefused as exc:
-            replies.append(self._say(person, "bot.listing.refused", problems="; ".join(exc.problems)))
+            replies.append(self.t.say(person, "bot.listing.refused", problems="; ".join(exc.problems)))
         except LinkRefused as exc:
-            replies.append(self._say(person, f"bot.link.refused.{exc.reason}"))
+            replies.append(self.t.say(person, f"bot.link.refused.{exc.reason}"))
         except NotFound:
-            replies.append(self._say(person, "bot.gone"))
+            replies.append(self.t.say(person, "bot.gone"))
         except DomainError as exc:
-            replies.append(self._say(person, "bot.refused", reason=str(exc)))
+            replies.append(self.t.say(person, "bot.refused", reason=str(exc)))
         return replies
 
     async def _route(self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]) -> None:
         if event.kind is Kind.UNSUPPORTED:
-            out.append(self._say(person, "bot.unsupported"))
+            out.append(self.t.say(person, "bot.unsupported"))
             return
         if event.kind is Kind.COMMAND:
             name, _ = event.command
             handler = self._commands.get(name)
             if handler is None:
-                out.append(self._say(person, "bot.unknown_command", command=f"/{name}"[:40]))
+                out.append(self.t.say(person, "bot.unknown_command", command=f"/{name}"[:40]))
                 return
             await handler(event, person, conv, out)
             return
@@ -105,10 +104,10 @@ class Dialogue:
             return
         text = event.text.strip()
         if not text:
-            out.append(self._say(person, "bot.empty"))
+            out.append(self.t.say(person, "bot.empty"))
             return
         if len(text) > self.max_chars:
-            out.append(self._say(person, "bot.too_long", limit=self.max_chars, count=self.max_chars))
+            out.append(self.t.say(person, "bot.too_long", limit=self.max_chars, count=self.max_chars))
             return
         if conv.step == "birth_date":
             await self._birth_date(event, person, conv, out, text)
@@ -125,10 +124,10 @@ class Dialogue:
         if person.gate is AgeGate.UNKNOWN:
             conv.pending_text = text
             conv.step = "birth_date"
-            out.append(self._say(person, "bot.age.ask"))
+            out.append(self.t.say(person, "bot.age.ask"))
             return
         if conv.request_id is not None and await self.concierge.is_open(conv.request_id):
-            out.append(self._say(person, "bot.ask.already_open"))
+            out.append(self.t.say(person, "bot.ask.already_open"))
             return
         community = (event.channel, event.community) if event.community else None
         outcome = await self.concierge.ask(
@@ -146,7 +145,7 @@ class Dialogue:
         lang = person.locale
         if isinstance(outcome, NoMatch):
             conv.request_id = None
-            out.append(self._say(person, f"bot.ask.{outcome.reason}"))
+            out.append(self.t.say(person, f"bot.ask.{outcome.reason}"))
             return
         conv.request_id = outcome.request_id
         if isinstance(outcome, Queued):
@@ -172,7 +171,7 @@ class Dialogue:
         )
         out.append(
             Reply(
-                person.reach or _nowhere(),
+                reach_or_fail(person),
                 self.t("bot.cards.intro", lang, count=len(outcome.cards)) + "\n\n" + body,
                 (*picks, footer),
                 ref=f"cards:{outcome.request_id}",
@@ -184,10 +183,10 @@ class Dialogue:
     ) -> None:
         _, args = event.command
         if not args:
-            out.append(self._say(person, "bot.ask.usage"))
+            out.append(self.t.say(person, "bot.ask.usage"))
             return
         if len(args) > self.max_chars:
-            out.append(self._say(person, "bot.too_long", limit=self.max_chars, count=self.max_chars))
+            out.append(self.t.say(person, "bot.too_long", limit=self.max_chars, count=self.max_chars))
             return
         await self._ask(event, person, conv, out, args)
 
@@ -213,7 +212,7 @@ class Dialogue:
     ) -> None:
         request_id, _, number = rest.partition(":")
         if request_id != conv.request_id:
-            out.append(self._say(person, "bot.gone"))
+            out.append(self.t.say(person, "bot.gone"))
             return
         if action == "more":
             outcome = await self.concierge.widen(person, request_id)
@@ -221,7 +220,7 @@ class Dialogue:
             return
         shown = await self.concierge.shown_in_order(request_id)
         if not number.isdigit() or int(number) >= len(shown):
-            out.append(self._say(person, "bot.gone"))
+            out.append(self.t.say(person, "bot.gone"))
             return
         position = int(number)
         chosen = [shown[position]] if action == "pick" else shown[position : position + 3]
@@ -229,7 +228,7 @@ class Dialogue:
         names = ", ".join(notice.expert.name for notice in round_.notices)
         out.append(
             Reply(
-                person.reach or _nowhere(),
+                reach_or_fail(person),
                 self.t(
                     "bot.cards.asked",
                     person.locale,
@@ -305,7 +304,7 @@ class Dialogue:
         ]
         if customer.reach is not None:
             replies.append(
-                self._say(
+                self.t.say(
                     customer,
                     "bot.accepted",
                     name=expert.name,
@@ -325,14 +324,14 @@ class Dialogue:
             if customer.reach is None:
                 continue
             if round_.notices:
-                replies.append(self._say(customer, "bot.round.more", count=len(round_.notices)))
+                replies.append(self.t.say(customer, "bot.round.more", count=len(round_.notices)))
                 replies += self.notices(round_.notices)
             elif round_.queued_place is not None:
                 replies.append(
                     self._queue_reply(customer, round_.request_id, round_.queued_place, edit=False)
                 )
             elif round_.exhausted:
-                replies.append(self._say(customer, "bot.round.exhausted"))
+                replies.append(self.t.say(customer, "bot.round.exhausted"))
         return replies
 
     def moved(self, moved: list[tuple[PersonView, str, int]]) -> list[Reply]:
@@ -342,7 +341,7 @@ class Dialogue:
 
     def _queue_reply(self, person: PersonView, request_id: str, place: int, *, edit: bool) -> Reply:
         return Reply(
-            person.reach or _nowhere(),
+            reach_or_fail(person),
             self.t("bot.queue.place", person.locale, count=place),
             ((Button(self.t("bot.queue.leave", person.locale), f"leave:{request_id}"),),),
             ref=f"queue:{request_id}",
@@ -361,13 +360,13 @@ class Dialogue:
         _, payload = event.command
         if event.locale is None and not conv.language_fixed and person.gate is AgeGate.UNKNOWN:
             out.append(self._language_menu(person))
-        out.append(self._say(person, "bot.welcome", name=person.name or "👋"))
+        out.append(self.t.say(person, "bot.welcome", name=person.name or "👋"))
         if payload.startswith("ask_"):
-            out.append(self._say(person, "bot.ask.prompt"))
+            out.append(self.t.say(person, "bot.ask.prompt"))
 
     async def _help(self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]) -> None:
         key = "bot.help.expert" if person.expert else "bot.help"
-        out.append(self._say(person, key))
+        out.append(self.t.say(person, key))
 
     async def _lang(self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]) -> None:
         _, args = event.command
@@ -381,38 +380,38 @@ class Dialogue:
             tuple(Button(LANGUAGE_NAMES[code], f"lang:{code}") for code in LANGUAGES[i : i + 3])
             for i in (0, 3)
         )
-        return Reply(person.reach or _nowhere(), self.t("bot.lang.choose", person.locale), buttons)
+        return Reply(reach_or_fail(person), self.t("bot.lang.choose", person.locale), buttons)
 
     async def _set_language(
         self, code: str, person: PersonView, conv: Conversation, out: list[Reply]
     ) -> None:
         if code not in LANGUAGES:
-            out.append(self._say(person, "bot.lang.unknown", languages=", ".join(LANGUAGES)))
+            out.append(self.t.say(person, "bot.lang.unknown", languages=", ".join(LANGUAGES)))
             return
         await self.concierge.set_locale(person.id, code)
         conv.language_fixed = True
         person = await self.concierge.person(person.id, reach=person.reach)
-        out.append(self._say(person, "bot.lang.set", language=LANGUAGE_NAMES[code]))
+        out.append(self.t.say(person, "bot.lang.set", language=LANGUAGE_NAMES[code]))
         if conv.step == "birth_date":
-            out.append(self._say(person, "bot.age.ask"))
+            out.append(self.t.say(person, "bot.age.ask"))
 
     async def _cancel(
         self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
     ) -> None:
         if conv.step != "idle":
             conv.step, conv.setup, conv.pending_text, conv.pending_code = "idle", False, None, None
-            out.append(self._say(person, "bot.cancel.step"))
+            out.append(self.t.say(person, "bot.cancel.step"))
             return
         if conv.request_id is None:
-            out.append(self._say(person, "bot.cancel.nothing"))
+            out.append(self.t.say(person, "bot.cancel.nothing"))
             return
         request_id, conv.request_id = conv.request_id, None
         try:
             cancelled = await self.concierge.cancel(person, request_id)
         except DomainError:
-            out.append(self._say(person, "bot.cancel.too_late"))
+            out.append(self.t.say(person, "bot.cancel.too_late"))
             return
-        out.append(self._say(person, "bot.cancel.request"))
+        out.append(self.t.say(person, "bot.cancel.request"))
         out.extend(self.cancelled(cancelled))
 
     async def _sessions(
@@ -420,12 +419,10 @@ class Dialogue:
     ) -> None:
         lines = await self.concierge.sessions_of(person)
         if not lines:
-            out.append(self._say(person, "bot.sessions.none"))
+            out.append(self.t.say(person, "bot.sessions.none"))
             return
         body = "\n".join(self.t.session_line(line, person.locale, person.time_zone) for line in lines)
-        out.append(
-            Reply(person.reach or _nowhere(), self.t("bot.sessions.title", person.locale) + "\n" + body)
-        )
+        out.append(Reply(reach_or_fail(person), self.t("bot.sessions.title", person.locale) + "\n" + body))
 
     async def _profile(
         self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
@@ -439,23 +436,23 @@ class Dialogue:
         if person.expert is not None:
             text += "\n\n" + self.t.listing(person.expert, lang)
             buttons = self.setup.edit_buttons(person)
-        out.append(Reply(person.reach or _nowhere(), text, buttons))
+        out.append(Reply(reach_or_fail(person), text, buttons))
 
     async def _expert(
         self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
     ) -> None:
         _, code = event.command
         if person.expert is not None:
-            out.append(self._say(person, "bot.expert.already"))
+            out.append(self.t.say(person, "bot.expert.already"))
             await self._profile(event, person, conv, out)
             return
         if not code:
-            out.append(self._say(person, "bot.expert.usage"))
+            out.append(self.t.say(person, "bot.expert.usage"))
             return
         if person.gate is AgeGate.UNKNOWN:
             conv.pending_code = code[:64]
             conv.step = "birth_date"
-            out.append(self._say(person, "bot.age.ask"))
+            out.append(self.t.say(person, "bot.age.ask"))
             return
         await self._become_expert(person, conv, code, out)
 
@@ -463,10 +460,10 @@ class Dialogue:
         self, person: PersonView, conv: Conversation, code: str, out: list[Reply]
     ) -> None:
         if person.gate is not AgeGate.ADULT:
-            out.append(self._say(person, "bot.expert.adults_only"))
+            out.append(self.t.say(person, "bot.expert.adults_only"))
             return
         person = await self.concierge.become_expert(person, code)
-        out.append(self._say(person, "bot.expert.welcome"))
+        out.append(self.t.say(person, "bot.expert.welcome"))
         conv.setup = True
         self.setup.next_step(person, conv, out)
 
@@ -482,10 +479,10 @@ class Dialogue:
 
     async def _presence(self, person: PersonView, online: bool, out: list[Reply]) -> None:
         if person.expert is None:
-            out.append(self._say(person, "bot.expert.not_yet"))
+            out.append(self.t.say(person, "bot.expert.not_yet"))
             return
         await self.concierge.set_online(person, online)
-        out.append(self._say(person, "bot.presence.online" if online else "bot.presence.offline"))
+        out.append(self.t.say(person, "bot.presence.online" if online else "bot.presence.offline"))
         if online:
             rounds, moved = await self.concierge.serve_line()
             out.extend(self.served(rounds) + self.moved(moved))
@@ -494,7 +491,7 @@ class Dialogue:
         replies = []
         for round_ in rounds:
             if round_.customer.reach is not None:
-                replies.append(self._say(round_.customer, "bot.queue.served", count=len(round_.notices)))
+                replies.append(self.t.say(round_.customer, "bot.queue.served", count=len(round_.notices)))
             replies += self.notices(round_.notices)
         return replies
 
@@ -502,31 +499,31 @@ class Dialogue:
         _, code = event.command
         if not code:
             new_code = await self.concierge.link_code(person)
-            out.append(self._say(person, "bot.link.code", code=new_code))
+            out.append(self.t.say(person, "bot.link.code", code=new_code))
             return
         linked = await self.concierge.link(event.channel, event.user_id, code)
-        out.append(self._say(linked, "bot.link.done", name=linked.name or "—"))
+        out.append(self.t.say(linked, "bot.link.done", name=linked.name or "—"))
 
     async def _setup_community(
         self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
     ) -> None:
         _, code = event.command
         if event.community is None:
-            out.append(self._say(person, "bot.community.where"))
+            out.append(self.t.say(person, "bot.community.where"))
         elif not event.is_admin:
-            out.append(self._say(person, "bot.community.admins_only"))
+            out.append(self.t.say(person, "bot.community.admins_only"))
         elif not code:
-            out.append(self._say(person, "bot.community.usage"))
+            out.append(self.t.say(person, "bot.community.usage"))
         else:
             name = await self.concierge.link_community(event.channel, event.community, code)
-            out.append(self._say(person, "bot.community.done", business=name))
+            out.append(self.t.say(person, "bot.community.done", business=name))
 
     async def _birth_date(
         self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply], text: str
     ) -> None:
         born = parse_birth_date(text)
         if born is None:
-            out.append(self._say(person, "bot.age.unreadable"))
+            out.append(self.t.say(person, "bot.age.unreadable"))
             return
         gate = await self.concierge.state_birth_date(person.id, born)
         conv.step = "idle"
@@ -534,25 +531,18 @@ class Dialogue:
         conv.pending_text = conv.pending_code = None
         person = await self.concierge.person(person.id, reach=person.reach)
         if gate is AgeGate.REFUSED:
-            out.append(self._say(person, "bot.age.refused"))
+            out.append(self.t.say(person, "bot.age.refused"))
             return
         if gate is AgeGate.MINOR:
-            out.append(self._say(person, "bot.age.minor"))
+            out.append(self.t.say(person, "bot.age.minor"))
         if pending_code is not None:
             await self._become_expert(person, conv, pending_code, out)
         elif pending_text is not None:
             await self._ask(event, person, conv, out, pending_text)
         else:
-            out.append(self._say(person, "bot.ask.prompt"))
+            out.append(self.t.say(person, "bot.ask.prompt"))
 
     # ------------------------------------------------------------------ helpers
 
-    def _say(self, person: PersonView, key: str, **values: object) -> Reply:
-        return Reply(person.reach or _nowhere(), self.t(key, person.locale, **values))
-
     def _edit(self, person: PersonView, ref: str, key: str, **values: object) -> Reply:
-        return Reply(person.reach or _nowhere(), self.t(key, person.locale, **values), ref=ref, edit=True)
-
-
-def _nowhere() -> Reach:
-    raise DomainError("this person cannot be reached on any channel")
+        return Reply(reach_or_fail(person), self.t(key, person.locale, **values), ref=ref, edit=True)

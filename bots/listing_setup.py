@@ -11,10 +11,9 @@ from typing import Any
 from bots.conversation import Conversation
 from bots.events import Button, Incoming, Reply
 from bots.parsing import parse_hours, parse_list, parse_price
-from bots.texts import Texts
+from bots.texts import Texts, reach_or_fail
 from concierge.errors import DomainError
 from concierge.onboarding import ListingRefused
-from concierge.reach import Reach
 from concierge.service import Concierge
 from concierge.views import PersonView
 
@@ -43,7 +42,7 @@ class ListingSetup:
     def ask(self, person: PersonView, conv: Conversation, field: str, out: list[Reply]) -> None:
         conv.step = f"setup:{field}"
         lang = person.locale
-        reach = _reach(person)
+        reach = reach_or_fail(person)
         if field == "categories":
             current = person.expert.categories if person.expert else ()
             conv.categories = list(current)
@@ -77,10 +76,10 @@ class ListingSetup:
         try:
             changes = self._changes(field, text, conv)
         except ValueError as exc:
-            out.append(self._say(person, "bot.setup.again", reason=str(exc)))
+            out.append(self.t.say(person, "bot.setup.again", reason=str(exc)))
             return
         if changes is None:  # categories and the pricing mode are chosen with buttons
-            out.append(self._say(person, "bot.setup.use_buttons"))
+            out.append(self.t.say(person, "bot.setup.use_buttons"))
             return
         await self._save(person, conv, field, changes, out)
 
@@ -102,12 +101,12 @@ class ListingSetup:
         try:
             person = await self.concierge.edit_listing(person, changes)
         except ListingRefused as exc:
-            out.append(self._say(person, "bot.setup.again", reason="; ".join(exc.problems)))
+            out.append(self.t.say(person, "bot.setup.again", reason="; ".join(exc.problems)))
             return
         if field == "timezone":  # the expert's own zone is how their times are shown to them too
             await self.concierge.set_time_zone(person.id, changes["timezone"])
         conv.price_mode = None
-        out.append(self._say(person, "bot.setup.saved"))
+        out.append(self.t.say(person, "bot.setup.saved"))
         if conv.setup:
             self.next_step(person, conv, out, after=field)
         else:
@@ -119,11 +118,11 @@ class ListingSetup:
     ) -> None:
         lang = person.locale
         if person.expert is None:
-            out.append(self._say(person, "bot.expert.not_yet"))
+            out.append(self.t.say(person, "bot.expert.not_yet"))
         elif action == "cat" and conv.step == "setup:categories":
             if rest == "done":
                 if not conv.categories:
-                    out.append(self._say(person, "bot.setup.categories_none"))
+                    out.append(self.t.say(person, "bot.setup.categories_none"))
                     return
                 await self._save(person, conv, "categories", {"categories": list(conv.categories)}, out)
                 return
@@ -132,11 +131,11 @@ class ListingSetup:
             elif len(conv.categories) < 3 and rest in self.t.categories():
                 conv.categories.append(rest)
             else:
-                out.append(self._say(person, "bot.setup.categories_max"))
+                out.append(self.t.say(person, "bot.setup.categories_max"))
                 return
             out.append(
                 Reply(
-                    _reach(person),
+                    reach_or_fail(person),
                     self.t("bot.setup.categories", lang),
                     self._category_buttons(conv, lang),
                     ref="setup:categories",
@@ -154,7 +153,7 @@ class ListingSetup:
                 )
                 return
             conv.price_mode, conv.step = rest, "price_amount"
-            out.append(self._say(person, f"bot.setup.amount.{rest}"))
+            out.append(self.t.say(person, f"bot.setup.amount.{rest}"))
         elif action == "edit" and rest in STEPS:
             conv.setup = False
             self.ask(person, conv, rest, out)
@@ -162,9 +161,9 @@ class ListingSetup:
             await self._publish(person, out)
         elif action in {"online", "offline"}:
             await self.concierge.set_online(person, action == "online")
-            out.append(self._say(person, f"bot.presence.{action}"))
+            out.append(self.t.say(person, f"bot.presence.{action}"))
         else:
-            out.append(self._say(person, "bot.gone"))
+            out.append(self.t.say(person, "bot.gone"))
 
     # ------------------------------------------------------------------ commands
 
@@ -173,9 +172,9 @@ class ListingSetup:
     ) -> None:
         _, field = event.command
         if person.expert is None:
-            out.append(self._say(person, "bot.expert.not_yet"))
+            out.append(self.t.say(person, "bot.expert.not_yet"))
         elif field not in STEPS:
-            out.append(self._say(person, "bot.setup.edit_usage", fields=", ".join(STEPS)))
+            out.append(self.t.say(person, "bot.setup.edit_usage", fields=", ".join(STEPS)))
         else:
             conv.setup = False
             self.ask(person, conv, field, out)
@@ -189,7 +188,7 @@ class ListingSetup:
         if person.expert is None:
             raise DomainError("you are not an expert yet: use /expert with an invitation code")
         person = await self.concierge.publish(person)
-        out.append(self._say(person, "bot.setup.published"))
+        out.append(self.t.say(person, "bot.setup.published"))
 
     def edit_buttons(self, person: PersonView) -> tuple[tuple[Button, ...], ...]:
         lang = person.locale
@@ -213,13 +212,4 @@ class ListingSetup:
         text = self.t.listing(person.expert, lang)
         if person.expert.missing:
             text += "\n\n" + self.t("bot.setup.missing", lang, fields=", ".join(person.expert.missing))
-        out.append(Reply(_reach(person), text, self.edit_buttons(person)))
-
-    def _say(self, person: PersonView, key: str, **values: object) -> Reply:
-        return Reply(_reach(person), self.t(key, person.locale, **values))
-
-
-def _reach(person: PersonView) -> Reach:
-    if person.reach is None:
-        raise DomainError("this person cannot be reached on any channel")
-    return person.reach
+        out.append(Reply(reach_or_fail(person), text, self.edit_buttons(person)))

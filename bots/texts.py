@@ -9,11 +9,20 @@ from __future__ import annotations
 from datetime import datetime
 
 from billing.quotes import Quote
+from bots.events import Reply
+from concierge.errors import DomainError
 from concierge.lifecycle import State
 from concierge.pricing import Pricing, PricingMode
-from concierge.views import ExpertCard, ExpertView, SessionLine
+from concierge.reach import Reach
+from concierge.views import ExpertCard, ExpertView, PersonView, SessionLine
 from knowledge.i18n import Catalogues, moment, money
 from knowledge.taxonomy import load_taxonomy
+
+
+def reach_or_fail(person: PersonView) -> Reach:
+    if person.reach is None:
+        raise DomainError("this person cannot be reached on any channel")
+    return person.reach
 
 
 class Texts:
@@ -23,6 +32,10 @@ class Texts:
 
     def __call__(self, key: str, language: str, /, **values: object) -> str:
         return self.catalogues.text(key, language, **values)
+
+    def say(self, person: PersonView, key: str, /, **values: object) -> Reply:
+        """Message `key` to `person`, in their language."""
+        return Reply(reach_or_fail(person), self(key, person.locale, **values))
 
     def price(self, pricing: Pricing, language: str) -> str:
         if pricing.mode is PricingMode.FREE:

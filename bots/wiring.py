@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol
 
 import structlog
 from aiohttp import web
@@ -20,6 +22,7 @@ from bots.conversation import ConversationStore
 from bots.dialogue import Dialogue
 from bots.discord import DiscordChannel
 from bots.dispatcher import Dispatcher
+from bots.events import Reply
 from bots.rate_limit import RateLimiter
 from bots.telegram import TelegramChannel
 from bots.texts import Texts
@@ -90,6 +93,26 @@ async def web_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+class _ChatApp(Protocol):
+    """What wiring needs of the Telegram and Discord channels."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def deliver(self, reply: Reply) -> None: ...
+
+
+@asynccontextmanager
+async def _chat_app(app: web.Application, channel: Channel, chat_app: _ChatApp) -> AsyncIterator[None]:
+    """Start a chat app's channel, route its replies to it, stop it with the app."""
+    await chat_app.start()
+    app[keys.DISPATCHER].register(channel, chat_app)
+    try:
+        yield
+    finally:
+        app[keys.DISPATCHER].unregister(channel)
+        await chat_app.stop()
+
+
 async def telegram_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     if settings.telegram_token is None:
@@ -97,14 +120,9 @@ async def telegram_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     channel = TelegramChannel(settings, app[keys.DISPATCHER], app[REDIS])
-    await channel.start()
     app[keys.TELEGRAM] = channel
-    app[keys.DISPATCHER].register(Channel.TELEGRAM, channel)
-    try:
+    async with _chat_app(app, Channel.TELEGRAM, channel):
         yield
-    finally:
-        app[keys.DISPATCHER].unregister(Channel.TELEGRAM)
-        await channel.stop()
 
 
 async def discord_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -114,14 +132,9 @@ async def discord_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     channel = DiscordChannel(settings, app[keys.DISPATCHER], app[REDIS])
-    await channel.start()
     app[keys.DISCORD] = channel
-    app[keys.DISPATCHER].register(Channel.DISCORD, channel)
-    try:
+    async with _chat_app(app, Channel.DISCORD, channel):
         yield
-    finally:
-        app[keys.DISPATCHER].unregister(Channel.DISCORD)
-        await channel.stop()
 
 
 async def _telegram_webhook(request: web.Request) -> web.StreamResponse:

@@ -228,17 +228,7 @@ class Concierge:
     async def widen(self, customer: PersonView, request_id: str) -> AskOutcome:
         """ "None of these": more experts, English speakers included, without those already shown."""
         request = await self._open_request(customer, request_id)
-        business_id, business_only, _ = await self._community_of(request)
-        shown = await self._shown(request_id)
-        query = self._query(
-            customer,
-            request.text,
-            language=request.language,
-            business_id=business_id,
-            business_only=business_only,
-            blocked=shown,
-            accept_english=True,
-        )
+        query = await self._wider_query(customer, request, await self._shown(request_id), top=3)
         return await self._propose(customer, request_id, await self._matcher.match(query), query)
 
     async def _propose(
@@ -416,17 +406,7 @@ class Concierge:
             return None
         customer = await self.person(request.customer_id)
         lapsed = tuple((await self._expert_people(lapsed_ids)).values())
-        business_id, business_only, _ = await self._community_of(request)
-        query = self._query(
-            customer,
-            request.text,
-            language=request.language,
-            business_id=business_id,
-            business_only=business_only,
-            blocked=frozenset(offered),
-            accept_english=True,
-            top=self.settings.offer_batch,
-        )
+        query = await self._wider_query(customer, request, frozenset(offered))
         result = await self._matcher.match(query)
         if result.experts:
             candidates = [(expert.id, expert.score) for expert in result.experts]
@@ -449,21 +429,11 @@ class Concierge:
                 await self.line.leave(request_id)
                 continue
             customer = await self.person(request.customer_id)
-            business_id, business_only, _ = await self._community_of(request)
             async with self._reads() as db:
                 offered = frozenset(
                     await db.scalars(select(Offer.expert_id).where(Offer.request_id == request_id))
                 )
-            query = self._query(
-                customer,
-                request.text,
-                language=request.language,
-                business_id=business_id,
-                business_only=business_only,
-                blocked=offered | reserved,
-                accept_english=True,
-                top=self.settings.offer_batch,
-            )
+            query = await self._wider_query(customer, request, offered | reserved)
             result = await self._matcher.match(query)
             if not result.experts:
                 continue
@@ -646,6 +616,22 @@ class Concierge:
             business_id=business_id,
             business_only=business_only,
             blocked=blocked | own,
+        )
+
+    async def _wider_query(
+        self, customer: PersonView, request: HelpRequest, blocked: frozenset[str], *, top: int | None = None
+    ) -> MatchQuery:
+        """A request asked again after its first answer: English speakers too, `blocked` left out."""
+        business_id, business_only, _ = await self._community_of(request)
+        return self._query(
+            customer,
+            request.text,
+            language=request.language,
+            business_id=business_id,
+            business_only=business_only,
+            blocked=blocked,
+            accept_english=True,
+            top=top or self.settings.offer_batch,
         )
 
     async def _open_request(self, customer: PersonView, request_id: str) -> HelpRequest:

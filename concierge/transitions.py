@@ -95,18 +95,18 @@ class Lifecycle:
             raise DomainError("an expert appears twice in one offer")
         async with self._sessions.begin() as db:
             await self._advance_request(db, request_id, Event.OFFER)
-            offers = [
-                Offer(
-                    request_id=request_id,
-                    expert_id=expert_id,
-                    rank=rank,
-                    score=score,
-                    created_at=self._clock(),
-                )
-                for rank, (expert_id, score) in enumerate(candidates, start=1)
-            ]
+            offers = self._offers(request_id, candidates, first_rank=1)
             db.add_all(offers)
         return offers
+
+    def _offers(
+        self, request_id: str, candidates: Sequence[tuple[str, float]], first_rank: int
+    ) -> list[Offer]:
+        now = self._clock()
+        return [
+            Offer(request_id=request_id, expert_id=expert_id, rank=rank, score=score, created_at=now)
+            for rank, (expert_id, score) in enumerate(candidates, start=first_rank)
+        ]
 
     async def offer_more(self, request_id: str, candidates: Sequence[tuple[str, float]]) -> list[Offer]:
         """A further round for a request still offered: nobody took the earlier offers."""
@@ -123,16 +123,7 @@ class Lifecycle:
             if any(expert_id in offered for expert_id, _ in candidates):
                 raise DomainError("an expert was already offered this request")
             first = max((offer.rank for offer in earlier), default=0) + 1
-            offers = [
-                Offer(
-                    request_id=request_id,
-                    expert_id=expert_id,
-                    rank=rank,
-                    score=score,
-                    created_at=self._clock(),
-                )
-                for rank, (expert_id, score) in enumerate(candidates, start=first)
-            ]
+            offers = self._offers(request_id, candidates, first_rank=first)
             db.add_all(offers)
         return offers
 
