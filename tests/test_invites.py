@@ -106,3 +106,27 @@ def test_invite_create_command(
     assert missing.exit_code == 1
     assert "business 'biz_nope' does not exist" in missing.output
     assert runner.invoke(main, ["invite", "create", "--uses", "0"]).exit_code == 2
+
+
+def test_business_create_and_widget_commands(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONCIERGE_DATABASE_URL", database_url)
+    monkeypatch.setenv("CONCIERGE_DATA_DIR", str(tmp_path))
+    runner = CliRunner()
+    created = runner.invoke(
+        main, ["business", "create", "Repair Café", "--roster-only", "--commission", "12.5", "--json"]
+    )
+    assert created.exit_code == 0, created.output
+    business = json.loads(created.stdout)
+    assert business["name"] == "Repair Café"
+    assert len(business["setup_code"]) == 10
+    widget = runner.invoke(main, ["business", "widget", business["id"]])
+    assert widget.exit_code == 0, widget.output
+    key = widget.stdout.split("widget key: ")[1].split()[0]
+    assert f'data-key="{key}"' in widget.stdout
+    assert "/chat/assets/widget.js" in widget.stdout
+
+    assert runner.invoke(main, ["business", "widget", "biz_nope"]).exit_code == 1
+    assert runner.invoke(main, ["business", "create", "   "]).exit_code == 1
+    assert runner.invoke(main, ["business", "create", "X", "--commission", "150"]).exit_code == 1

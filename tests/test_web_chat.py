@@ -321,3 +321,29 @@ async def test_language_switch_and_linking_two_tabs(service: Any) -> None:
     await other.wait_text("Langue : Français")
     await other.say(f"/link {code}")
     await other.wait_text("a expiré")  # a code works once
+
+
+@SQLITE
+async def test_a_business_widget_key_sends_requests_to_its_own_experts_first(service: Any) -> None:
+    from concierge.businesses import create_business, create_widget_key
+    from concierge.model import Expert, RosterScope
+
+    sessions = app_sessions(service)
+    shop = await create_business(sessions, "Fixit Shop", scope=RosterScope.ROSTER_ONLY)
+    key = await create_widget_key(sessions, shop.id)
+    await networking_experts(service, "net-market", "net-shop")
+    async with sessions.begin() as db:
+        expert = await db.get(Expert, "net-shop")
+        assert expert is not None
+        expert.business_id = shop.id
+    await refresh_matcher(service, ["net-shop"])
+
+    visitor = WebUser(service, key=key)
+    await visitor.connect()
+    await visitor.wait_welcome()
+    await stated(visitor, "1990-05-05")
+    cards = await visitor.wait_text("I found 1 expert")
+    assert "Expert 2" in cards["text"]  # the shop's own expert only (roster only)
+    async with sessions() as db:
+        request = (await db.scalars(select(HelpRequest))).one()
+    assert request.community_id is not None
