@@ -18,9 +18,10 @@ from bots.parsing import parse_birth_date
 from bots.texts import Texts, reach_or_fail
 from concierge.claims import AlreadyTaken
 from concierge.errors import DomainError, InviteRefused, NotFound
+from concierge.linking import LinkRefused
 from concierge.onboarding import ListingRefused
 from concierge.people import AgeGate
-from concierge.service import Concierge, LinkRefused
+from concierge.service import Concierge
 from concierge.views import Accepted, Cancelled, NoMatch, OfferNotice, PersonView, Proposal, Queued, Round
 from knowledge.i18n import LANGUAGES, negotiate
 

@@ -7,7 +7,6 @@ about chats, buttons or languages; the engine decides what to say.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -21,23 +20,22 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from billing.quotes import quote
 from concierge import onboarding, people
 from concierge.claims import OfferDesk
+from concierge.communities import Communities, Scope
 from concierge.config import Settings
 from concierge.database import read_sessions
 from concierge.errors import DomainError, NotFound
 from concierge.languages import check_language
 from concierge.lifecycle import State
+from concierge.linking import IdentityLinks
 from concierge.matching import MatcherHost
 from concierge.model import (
-    Business,
     Channel,
     ChannelIdentity,
-    Community,
     Expert,
     HelpRequest,
     Offer,
     OfferStatus,
     Person,
-    RosterScope,
     Session,
     utcnow,
 )
@@ -65,16 +63,8 @@ from matcher.engine import MatchQuery, MatchResult, NoExperts
 from matcher.facets import next_opening
 
 SHOWN_TTL_SECONDS = 24 * 3600
-LINK_CODE_TTL_SECONDS = 10 * 60
-_LINK_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Ranking factors worth telling a customer about, strongest first when tied.
 _REASONS = ("semantic", "category", "language", "rating", "price", "responsiveness")
-
-
-class LinkRefused(DomainError):
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"cannot link: {reason}")
-        self.reason = reason  # invalid | same_person | two_listings
 
 
 class Concierge:
@@ -97,6 +87,8 @@ class Concierge:
         self._desk = OfferDesk(redis, sessions, self.lifecycle)
         self.line = WaitingLine(redis)
         self.clock = OfferClock(redis)
+        self.communities = Communities(sessions, self._reads)
+        self._links = IdentityLinks(sessions, redis)
 
     def _now(self) -> datetime:
         return self._clock().replace(tzinfo=UTC)
@@ -202,8 +194,8 @@ class Concierge:
 
         With `adopt_language`, a request written in another supported language than the
         person's makes that their language (they have not chosen one explicitly)."""
-        business_id, business_only, community_id = await self._community(community)
-        query = self._query(customer, text, business_id=business_id, business_only=business_only)
+        scope = await self.communities.scope_of(*community) if community is not None else None
+        query = self._query(customer, text, scope=scope)
         result = await self._matcher.match(query)
         if result.no_experts is NoExperts.CANNOT_UNDERSTAND:
             return NoMatch("cannot_understand")
@@ -221,7 +213,7 @@ class Concierge:
             language=written_in,
             category=understanding.category.category if understanding.category else None,
             wanted_at=understanding.when,
-            community_id=community_id,
+            community_id=scope.community_id if scope else None,
         )
         return await self._propose(customer, request.id, result, query, new=True)
 
@@ -493,100 +485,23 @@ class Concierge:
         await self._matcher.refresh([expert.id])
         return await self.person(person.id, reach=person.reach)
 
-    # ------------------------------------------------------------------ identities
+    # ------------------------------------------------------------------ identities and communities
 
     async def link_code(self, person: PersonView) -> str:
-        code = "".join(secrets.choice(_LINK_ALPHABET) for _ in range(8))
-        await self._redis.set(entity_key("link", code, "person"), person.id, ex=LINK_CODE_TTL_SECONDS)
-        return code
+        return await self._links.new_code(person.id)
 
     async def link(self, channel: Channel, user_id: str, code: str) -> PersonView:
         """Bind this channel identity to the person who created `code` (one use, 10 minutes)."""
-        cleaned = "".join(ch for ch in code.upper() if ch.isalnum())
-        if not cleaned or len(cleaned) > 16:
-            raise LinkRefused("invalid")
-        target = await self._redis.getdel(entity_key("link", cleaned, "person"))
-        if target is None:
-            raise LinkRefused("invalid")
-        target_id = target.decode() if isinstance(target, bytes) else target
-        async with self._sessions.begin() as db:
-            identity = await db.scalar(
-                select(ChannelIdentity).where(
-                    ChannelIdentity.channel == channel, ChannelIdentity.external_id == user_id
-                )
-            )
-            if identity is None:
-                raise NotFound("identity", f"{channel.value}:{user_id}")
-            if identity.person_id == target_id:
-                raise LinkRefused("same_person")
-            mine = await db.scalar(select(Expert).where(Expert.person_id == identity.person_id))
-            theirs = await db.scalar(select(Expert).where(Expert.person_id == target_id))
-            if mine is not None and theirs is not None:
-                raise LinkRefused("two_listings")
-            if mine is not None:
-                mine.person_id = target_id
-            identity.person_id = target_id
+        target_id = await self._links.link(channel, user_id, code)
         reach = Reach(channel, user_id)
         await remember(self._redis, target_id, reach)
         return await self.person(target_id, reach=reach)
 
-    # ------------------------------------------------------------------ communities
-
     async def link_community(self, channel: Channel, external_id: str, setup_code: str) -> str:
-        """A group, guild or widget becomes one of a business's communities; its name."""
-        async with self._sessions.begin() as db:
-            business = await db.scalar(select(Business).where(Business.setup_code == setup_code.strip()))
-            if business is None:
-                raise DomainError("unknown setup code")
-            existing = await db.scalar(
-                select(Community).where(Community.channel == channel, Community.external_id == external_id)
-            )
-            if existing is None:
-                db.add(Community(business_id=business.id, channel=channel, external_id=external_id))
-            else:
-                existing.business_id = business.id
-            return business.name
-
-    async def _community(self, community: tuple[Channel, str] | None) -> tuple[str | None, bool, str | None]:
-        if community is None:
-            return None, False, None
-        channel, external_id = community
-        async with self._reads() as db:
-            row = (
-                await db.execute(
-                    select(Community.id, Business.id, Business.scope)
-                    .join(Business, Business.id == Community.business_id)
-                    .where(Community.channel == channel, Community.external_id == external_id)
-                )
-            ).first()
-        if row is None:
-            return None, False, None
-        community_id, business_id, scope = row
-        return business_id, scope is RosterScope.ROSTER_ONLY, community_id
-
-    async def _community_of(self, request: HelpRequest) -> tuple[str | None, bool, str | None]:
-        if request.community_id is None:
-            return None, False, None
-        async with self._reads() as db:
-            row = (
-                await db.execute(
-                    select(Business.id, Business.scope)
-                    .join(Community, Community.business_id == Business.id)
-                    .where(Community.id == request.community_id)
-                )
-            ).first()
-        if row is None:
-            return None, False, None
-        return row[0], row[1] is RosterScope.ROSTER_ONLY, request.community_id
+        return await self.communities.link(channel, external_id, setup_code)
 
     async def _commission(self, request_id: str) -> Decimal:
-        async with self._reads() as db:
-            override = await db.scalar(
-                select(Business.commission_percent)
-                .join(Community, Community.business_id == Business.id)
-                .join(HelpRequest, HelpRequest.community_id == Community.id)
-                .where(HelpRequest.id == request_id)
-            )
+        override = await self.communities.commission_override(request_id)
         return override if override is not None else self.settings.commission_percent
 
     # ------------------------------------------------------------------ helpers
@@ -597,8 +512,7 @@ class Concierge:
         text: str,
         *,
         language: str | None = None,
-        business_id: str | None = None,
-        business_only: bool = False,
+        scope: Scope | None = None,
         blocked: frozenset[str] = frozenset(),
         accept_english: bool = False,
         top: int = 3,
@@ -613,8 +527,8 @@ class Concierge:
             language=language,
             top=top,
             accept_english=accept_english,
-            business_id=business_id,
-            business_only=business_only,
+            business_id=scope.business_id if scope else None,
+            business_only=scope.roster_only if scope else False,
             blocked=blocked | own,
         )
 
@@ -622,13 +536,11 @@ class Concierge:
         self, customer: PersonView, request: HelpRequest, blocked: frozenset[str], *, top: int | None = None
     ) -> MatchQuery:
         """A request asked again after its first answer: English speakers too, `blocked` left out."""
-        business_id, business_only, _ = await self._community_of(request)
         return self._query(
             customer,
             request.text,
             language=request.language,
-            business_id=business_id,
-            business_only=business_only,
+            scope=await self.communities.scope_of_request(request.community_id),
             blocked=blocked,
             accept_english=True,
             top=top or self.settings.offer_batch,
