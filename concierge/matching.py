@@ -20,7 +20,7 @@ from concierge.database import read_sessions
 from concierge.errors import ConfigError
 from concierge.hours import WeeklyHours
 from concierge.lifecycle import State
-from concierge.model import Expert, Offer, OfferStatus, Person, Session
+from concierge.model import ChannelIdentity, Expert, Offer, OfferStatus, Person, Session
 from knowledge.demo import demo_catalogue_path
 from knowledge.taxonomy import load_taxonomy
 from matcher.embedders import create_embedder
@@ -135,14 +135,19 @@ async def load_listings(db: AsyncSession, only: Collection[str] | None = None) -
     offers: dict[str, dict[OfferStatus, int]] = defaultdict(dict)
     counts = select(Offer.expert_id, Offer.status, func.count()).group_by(Offer.expert_id, Offer.status)
     live = select(Session.expert_id).where(Session.state == State.LIVE)
+    # "Online" only counts for someone a notification can reach: an imported listing whose
+    # expert never wrote to the bot is offered for later, not as free now.
+    reachable = select(Expert.id).join(ChannelIdentity, ChannelIdentity.person_id == Expert.person_id)
     experts = select(Expert).where(Expert.published.is_(True)).order_by(Expert.id)
     if only is not None:
         counts = counts.where(Offer.expert_id.in_(only))
         live = live.where(Session.expert_id.in_(only))
+        reachable = reachable.where(Expert.id.in_(only))
         experts = experts.where(Expert.id.in_(only))
     for expert_id, status, count in await db.execute(counts):
         offers[expert_id][status] = count
     busy = set(await db.scalars(live))
+    can_reach = set(await db.scalars(reachable))
     listings = []
     for expert in await db.scalars(experts):
         history = offers.get(expert.id, {})
@@ -159,7 +164,7 @@ async def load_listings(db: AsyncSession, only: Collection[str] | None = None) -
                 currency=expert.pricing.currency,
                 timezone=expert.time_zone,
                 hours=_minutes(expert.hours),
-                online=expert.online,
+                online=expert.online and expert.id in can_reach,
                 busy=expert.id in busy,
                 rating_count=expert.rating_count,
                 rating_total=expert.rating_total,
