@@ -130,10 +130,24 @@ class TelegramChannel:
         try:
             if update.callback_query is not None:
                 await self._on_press(update)
+            elif update.my_chat_member is not None:
+                await self._on_membership(update)
             elif update.message is not None:
                 await self._on_message(update.message)
         except Exception as exc:  # one bad update must not stop the others
             log.warning("telegram update failed", update_id=update.update_id, error=repr(exc))
+
+    async def _on_membership(self, update: Update) -> None:
+        """The bot was added to a group: say what it does and how admins link the group."""
+        change = update.my_chat_member
+        assert change is not None
+        joined = change.new_chat_member.status in {ChatMemberStatus.MEMBER, ChatMemberStatus.ADMINISTRATOR}
+        was_out = change.old_chat_member.status in {ChatMemberStatus.LEFT, ChatMemberStatus.BANNED}
+        if not (joined and was_out) or change.chat.type not in {ChatType.GROUP, ChatType.SUPERGROUP}:
+            return
+        language = (change.from_user.language_code or "en").split("-")[0]
+        text = self._dispatcher.dialogue.t("bot.group.hello", language, bot=self.application.bot.username)
+        await self.application.bot.send_message(change.chat.id, text)
 
     async def _on_press(self, update: Update) -> None:
         query = update.callback_query

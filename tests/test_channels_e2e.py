@@ -174,6 +174,9 @@ async def test_groups_and_servers_are_linked_by_their_admins_only(
     group = telegram.group(-1001234567890, "Neighbours")
     member, admin = telegram.user(4001, "Mo"), telegram.user(4002, "Ada")
     telegram.set_admin(group["id"], admin["id"])
+    await telegram.add_member(group, telegram.bot_user, by=admin)  # a business adds the bot
+    hello = await telegram.wait_for(lambda m: m["chat"]["id"] == group["id"] and "/setup CODE" in m["text"])
+    assert f"@{telegram.bot_username}" in hello["text"]
 
     await telegram.send_text(member, f"/setup {business.setup_code}", chat=group)
     await telegram.wait_for(lambda m: m["chat"]["id"] == group["id"] and "administrators" in m["text"])
