@@ -195,12 +195,12 @@ class Dialogue:
         action, _, rest = event.text.partition(":")
         if action in {"pick", "anyone", "more"}:
             await self._customer_press(action, rest, person, conv, out)
-        elif action == "leave":
-            await self._cancel(
-                event, person, Conversation(request_id=rest if rest == conv.request_id else None), out
-            )
-            if rest == conv.request_id:
-                conv.request_id = None
+        elif action == "leave":  # leaving the waiting line
+            if rest != conv.request_id:
+                out.append(self.t.say(person, "bot.gone"))
+                return
+            conv.request_id = None
+            await self._withdraw(person, rest, out)
         elif action in {"accept", "decline"}:
             await self._expert_press(action, rest, person, out)
         elif action == "lang":
@@ -407,6 +407,10 @@ class Dialogue:
             out.append(self.t.say(person, "bot.cancel.nothing"))
             return
         request_id, conv.request_id = conv.request_id, None
+        await self._withdraw(person, request_id, out)
+
+    async def _withdraw(self, person: PersonView, request_id: str, out: list[Reply]) -> None:
+        """The customer takes their request back; experts still holding an offer are told."""
         try:
             cancelled = await self.concierge.cancel(person, request_id)
         except DomainError:

@@ -12,7 +12,15 @@ from sqlalchemy import select
 
 from concierge.invites import create_invite
 from concierge.model import Channel, HelpRequest, Person
-from tests.harness import WebUser, add_listed_expert, app_sessions, button, refresh_matcher, running_service
+from tests.harness import (
+    WebUser,
+    add_listed_expert,
+    app_sessions,
+    button,
+    dispatcher_of,
+    refresh_matcher,
+    running_service,
+)
 
 
 async def test_customer_and_expert_complete_the_flow_in_two_tabs(
@@ -347,3 +355,21 @@ async def test_a_business_widget_key_sends_requests_to_its_own_experts_first(ser
     async with sessions() as db:
         request = (await db.scalars(select(HelpRequest))).one()
     assert request.community_id is not None
+
+
+@SQLITE
+async def test_leaving_the_line_moves_the_next_customer_up(service: Any) -> None:
+    await networking_experts(service, "net-1", online=False)
+    first = await adult(service)
+    await stated(first, "1990-05-05")
+    place = await first.wait_text("You are number 1 in line")
+    second = await adult(service)
+    await stated(second, "1991-05-05")
+    await second.wait_text("You are number 2 in line")
+    await first.press(button(place, "Leave the line"))
+    await first.wait_text("Your request is cancelled")
+    await first.press(button(place, "Leave the line"))  # pressed again: nothing left to leave
+    await first.wait_text("no longer available")
+    dispatcher = dispatcher_of(service)
+    await dispatcher.tick(serve_line=True)  # the background tick, without waiting for it
+    await second.wait_text("You are number 1 in line")
