@@ -17,7 +17,7 @@ from concierge.onboarding import ListingRefused
 from concierge.service import Concierge
 from concierge.views import PersonView
 
-STEPS = ("headline", "bio", "categories", "languages", "pricing", "timezone", "hours")
+STEPS = ("name", "headline", "bio", "categories", "languages", "pricing", "timezone", "hours")
 MODES = ("free", "per_session", "per_minute")
 
 
@@ -33,6 +33,8 @@ class ListingSetup:
     ) -> None:
         """Ask for the field after `after` (the first when None); at the end, offer publication."""
         index = 0 if after is None else STEPS.index(after) + 1
+        if index < len(STEPS) and STEPS[index] == "name" and person.name:
+            index += 1  # the chat app told us their name already
         if index >= len(STEPS):
             conv.step, conv.setup = "idle", False
             self._summary(person, out)
@@ -84,7 +86,7 @@ class ListingSetup:
         await self._save(person, conv, field, changes, out)
 
     def _changes(self, field: str, text: str, conv: Conversation) -> dict[str, Any] | None:
-        if field in {"headline", "bio", "timezone"}:
+        if field in {"name", "headline", "bio", "timezone"}:
             return {field: text}
         if field == "languages":
             return {"languages": parse_list(text)}
@@ -99,7 +101,10 @@ class ListingSetup:
         self, person: PersonView, conv: Conversation, field: str, changes: dict[str, Any], out: list[Reply]
     ) -> None:
         try:
-            person = await self.concierge.edit_listing(person, changes)
+            if field == "name":
+                person = await self.concierge.rename(person, changes["name"])
+            else:
+                person = await self.concierge.edit_listing(person, changes)
         except ListingRefused as exc:
             out.append(self.t.say(person, "bot.setup.again", reason="; ".join(exc.problems)))
             return

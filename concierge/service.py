@@ -63,6 +63,7 @@ from matcher.engine import MatchQuery, MatchResult, NoExperts
 from matcher.facets import next_opening
 
 SHOWN_TTL_SECONDS = 24 * 3600
+MAX_DISPLAY_NAME = 80
 # Ranking factors worth telling a customer about, strongest first when tied.
 _REASONS = ("semantic", "category", "language", "rating", "price", "responsiveness")
 
@@ -175,6 +176,17 @@ class Concierge:
         check_language(language)
         async with self._sessions.begin() as db:
             await db.execute(update(Person).where(Person.id == person_id).values(locale=language))
+
+    async def rename(self, person: PersonView, name: str) -> PersonView:
+        """The name customers see on the person's card (chat apps tell it; the web widget cannot)."""
+        name = " ".join(name.split())
+        if not 1 <= len(name) <= MAX_DISPLAY_NAME:
+            raise onboarding.ListingRefused([f"name: 1–{MAX_DISPLAY_NAME} characters"])
+        async with self._sessions.begin() as db:
+            await db.execute(update(Person).where(Person.id == person.id).values(display_name=name))
+        if person.expert is not None:
+            self._matcher.names[person.expert.id] = name
+        return await self.person(person.id, reach=person.reach)
 
     async def set_time_zone(self, person_id: str, zone: str) -> None:
         async with self._sessions.begin() as db:
@@ -470,6 +482,8 @@ class Concierge:
 
     async def publish(self, person: PersonView) -> PersonView:
         expert = _expert_of(person)
+        if not person.name:
+            raise onboarding.ListingRefused(["name: still missing"])
         await onboarding.publish_listing(self._sessions, expert.id)
         await self._matcher.refresh([expert.id])
         return await self.person(person.id, reach=person.reach)

@@ -36,6 +36,10 @@ async def test_customer_and_expert_complete_the_flow_in_two_tabs(
         await expert.say(f"/expert {invite.code}")
         await expert.wait_text("date of birth")
         await expert.say("1985-03-14")
+        await expert.wait_text("the name customers will see")  # the web cannot tell us
+        await expert.say("W" * 81)
+        await expert.wait_text("That did not work: name: 1–80 characters")
+        await expert.say("Wes")
         await expert.wait_text("Step 1")
         await expert.say("Home network and Wi-Fi troubleshooting")
         await expert.wait_text("Step 2")
@@ -66,6 +70,7 @@ async def test_customer_and_expert_complete_the_flow_in_two_tabs(
         await customer.say("30/04/2001")
         cards = await customer.wait_text("Home network and Wi-Fi troubleshooting")
         assert "available now" in cards["text"]
+        assert "1. Wes – Home network" in cards["text"]
         await customer.press(button(cards, "Ask 1."))
         await customer.wait_text("I have asked")
 
@@ -74,7 +79,7 @@ async def test_customer_and_expert_complete_the_flow_in_two_tabs(
         assert "free" in offer["text"]
         await expert.press(button(offer, "Accept"))
         await expert.wait_text("You accepted")
-        accepted = await customer.wait_text("accepted your request")
+        accepted = await customer.wait_text("Wes accepted your request")
         assert "This session is free." in accepted["text"]
 
         await customer.say("/sessions")
