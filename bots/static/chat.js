@@ -55,7 +55,6 @@
   function show(message) {
     if (message.seq <= since) return;
     since = message.seq;
-    sessionStorage.setItem(store + ".since", String(since));
     let item = message.ref && message.edit ? byRef.get(message.ref) : null;
     if (!item) item = bubble("bot", "");
     fill(item, message);
@@ -76,7 +75,7 @@
       send({
         type: "hello",
         token: localStorage.getItem(store + ".token"),
-        since: Number(sessionStorage.getItem(store + ".since") || 0),
+        since: since,  // 0 on a fresh page: the server replays the visitor's recent messages
         key: config.key,
         locale: navigator.language,
         name: "",
