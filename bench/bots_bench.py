@@ -110,8 +110,6 @@ def summary(telegram: FakeTelegram) -> dict[str, int]:
             kinds["waiting line"] += 1
         else:
             kinds["other"] += 1
-            if os.environ.get("BENCH_SHOW"):
-                print("other:", message["text"][:100])
     return kinds
 
 

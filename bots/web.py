@@ -26,6 +26,7 @@ import re
 import secrets
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from functools import cache
 from importlib.resources import files
 from typing import Any
 
@@ -33,6 +34,7 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import WSMsgType, web
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bots.dispatcher import Dispatcher
 from bots.events import Incoming, Kind, Reply
@@ -49,6 +51,7 @@ _KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _TOPIC = "web"
 
 
+@cache
 def _static(name: str) -> str:
     return files("bots").joinpath("static", name).read_text("utf-8")
 
@@ -207,7 +210,11 @@ class WebSockets:
     """The `/chat/ws` handler: one conversation per socket, turned into `Incoming` events."""
 
     def __init__(
-        self, channel: WebChannel, dispatcher: Dispatcher, tokens: VisitorTokens, sessions: Any
+        self,
+        channel: WebChannel,
+        dispatcher: Dispatcher,
+        tokens: VisitorTokens,
+        sessions: async_sessionmaker[AsyncSession],
     ) -> None:
         self._channel = channel
         self._dispatcher = dispatcher

@@ -190,6 +190,16 @@ class WebUser:
             recent = "\n---\n".join(m["text"] for m in self.messages[-5:])
             raise AssertionError(f"no matching message; the last ones were:\n{recent}") from None
 
+    async def wait_errors(self, count: int, timeout: float = 10) -> list[str]:
+        """The first `count` error frames the server sent."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: len(self.errors) >= count), timeout)
+        return self.errors[:count]
+
+    async def wait_closed(self, timeout: float = 10) -> None:
+        assert self._reader is not None
+        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+
     async def wait_text(self, fragment: str, timeout: float = 10) -> dict[str, Any]:
         return await self.wait_for(lambda m: fragment in m["text"], timeout)
 

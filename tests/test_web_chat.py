@@ -191,11 +191,7 @@ async def test_bad_input_gets_clear_answers_and_changes_nothing(service: Any) ->
     assert user.socket is not None
     await user.socket.send_str("{not json")
     await user.socket.send_json({"type": "dance"})
-    for _ in range(20):
-        if len(user.errors) >= 2:
-            break
-        await asyncio.sleep(0.05)
-    assert user.errors[:2] == [
+    assert await user.wait_errors(2) == [
         "malformed frame: expected a JSON object with a type",
         "unknown frame type: use text or press",
     ]
@@ -226,10 +222,8 @@ async def test_a_forged_token_gets_a_new_identity(service: Any) -> None:
 async def test_unknown_widget_key_is_refused(service: Any) -> None:
     user = WebUser(service, key="nosuchkey123")
     await user.connect()
-    for _ in range(50):
-        if user.errors:
-            break
-        await asyncio.sleep(0.05)
+    assert await user.wait_errors(1) == ["unknown widget key"]
+    await user.wait_closed()  # the server closed the socket
     assert user.errors == ["unknown widget key"]
     assert user.visitor is None
 
