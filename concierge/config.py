@@ -8,6 +8,7 @@ Every variable is listed in the README's configuration table.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -32,6 +33,8 @@ from concierge.money import check_currency
 from matcher.embedders import EMBEDDERS
 from matcher.language import DEFAULT_LANGUAGES, detectable
 from matcher.ranking import Weights
+from video_gateway.ice import IceServers, check_ice_urls
+from video_gateway.rooms import RelayMethod
 
 ENV_PREFIX = "CONCIERGE_"
 # Variables with this prefix belong to the test suite, not to the service.
@@ -49,6 +52,11 @@ class LogFormat(StrEnum):
 class TelegramMode(StrEnum):
     POLLING = "polling"  # the bot asks Telegram for updates: development, one process
     WEBHOOK = "webhook"  # Telegram posts updates to /webhooks/telegram: production, many processes
+
+
+class RoomMedia(StrEnum):
+    DIRECT = "direct"  # browser to browser unless the session is recorded
+    RELAY = "relay"  # every room through the gateway: server-authoritative metering
 
 
 class LogLevel(StrEnum):
@@ -118,6 +126,17 @@ def _check_telegram_token(token: SecretStr) -> SecretStr:
     return token
 
 
+def _check_ice_servers(text: str) -> str:
+    check_ice_urls(text)
+    return text
+
+
+def _check_addresses(text: str) -> str:
+    for address in text.replace(",", " ").split():
+        ipaddress.ip_address(address)  # ValueError names the bad one
+    return text
+
+
 def _check_public_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
@@ -165,10 +184,27 @@ class Settings(BaseSettings):
     conversation_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
     max_message_chars: int = Field(default=1000, ge=50, le=4000)
     messages_per_minute: int = Field(default=20, ge=1, le=10_000)
+    ice_servers: Annotated[str, AfterValidator(_check_ice_servers)] = ""
+    turn_secret: SecretStr | None = None
+    media_addresses: Annotated[str, AfterValidator(_check_addresses)] = ""
+    room_media: RoomMedia = RoomMedia.DIRECT
+    relay_method: RelayMethod = RelayMethod.FORWARD
+    room_link_minutes: int = Field(default=10, ge=1, le=24 * 60)
+    room_grace_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    recording_retention_days: int = Field(default=30, ge=1, le=3650)
 
     @property
     def weights(self) -> Weights:
         return Weights.parse(self.match_weights)
+
+    @property
+    def ice(self) -> IceServers:
+        secret = self.turn_secret.get_secret_value().encode() if self.turn_secret else None
+        return IceServers(tuple(check_ice_urls(self.ice_servers)), turn_secret=secret)
+
+    @property
+    def media_address_list(self) -> list[str]:
+        return self.media_addresses.replace(",", " ").split()
 
     @property
     def detector_languages(self) -> list[str]:
@@ -231,7 +267,7 @@ def _describe(error: Mapping[str, Any]) -> str:
     field = str(error["loc"][0]) if error["loc"] else "?"
     name = f"{ENV_PREFIX}{field.upper()}"
     message = str(error["msg"]).removeprefix("Value error, ")
-    if field in {"secret_key", "telegram_token", "discord_token", "telegram_webhook_secret"}:
+    if field in {"secret_key", "telegram_token", "discord_token", "telegram_webhook_secret", "turn_secret"}:
         # never echo a secret, even a rejected one
         return f"{name}: {message}"
     return f"{name}={error.get('input')!r}: {message}"

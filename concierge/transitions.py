@@ -218,10 +218,11 @@ class Lifecycle:
                 raise DomainError("a paid session becomes ready only once payment is authorised")
             await self._advance_session(db, session, Event.CONFIRM_FREE)
 
-    async def go_live(self, session_id: str, room_id: str | None = None) -> None:
+    async def go_live(self, session_id: str, room_id: str | None = None, at: datetime | None = None) -> None:
+        """`at`: when the room went live, if the news arrives late (room events are queued)."""
         async with self._sessions.begin() as db:
             session = await self._session(db, session_id)
-            changes: dict[str, Any] = {"started_at": self._clock()}
+            changes: dict[str, Any] = {"started_at": min(at, self._clock()) if at else self._clock()}
             if room_id is not None:
                 changes["room_id"] = room_id
             await self._advance_session(db, session, Event.GO_LIVE, **changes)

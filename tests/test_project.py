@@ -34,8 +34,15 @@ def test_compose_runs_the_service_with_healthy_postgres_and_redis(
 ) -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"concierge", "postgres", "redis"}
-    assert all("healthcheck" in service for service in services.values())
+    assert set(services) == {"concierge", "postgres", "redis", "coturn"}
+    assert all("healthcheck" in services[name] for name in ("concierge", "postgres", "redis"))
+    # coturn and the service share the TURN secret: browsers get credentials coturn accepts.
+    turn = " ".join(services["coturn"]["command"])
+    assert "--use-auth-secret" in turn
+    assert "--static-auth-secret=${CONCIERGE_TURN_SECRET:-change-me-turn-secret}" in turn
+    assert services["concierge"]["environment"]["CONCIERGE_TURN_SECRET"] == (
+        "${CONCIERGE_TURN_SECRET:-change-me-turn-secret}"
+    )
     app = services["concierge"]
     assert app["depends_on"] == {
         "postgres": {"condition": "service_healthy"},
@@ -49,6 +56,7 @@ def test_compose_runs_the_service_with_healthy_postgres_and_redis(
     assert settings.database.startswith("postgresql+asyncpg://concierge:concierge@postgres:5432/")
     assert settings.redis_url == "redis://redis:6379/0"
     assert settings.http_host == "0.0.0.0"  # noqa: S104 - inside a container
+    assert [url.split(":")[0] for url in settings.ice.urls] == ["stun", "turn", "turn"]
     dockerfile = app["build"]["dockerfile_inline"]
     for package in ("concierge", "knowledge", "bots", "matcher", "billing", "video_gateway"):
         assert f"COPY {package} ./{package}" in dockerfile

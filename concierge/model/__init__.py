@@ -7,6 +7,7 @@ from concierge.model.payment import LedgerEntry, Payment, PaymentKind, PaymentSt
 from concierge.model.person import Channel, ChannelIdentity, Person
 from concierge.model.request import HelpRequest, Offer, OfferStatus
 from concierge.model.review import Review
+from concierge.model.room import Room
 from concierge.model.session import LifecycleEvent, Session
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "PaymentStatus",
     "Person",
     "Review",
+    "Room",
     "RosterScope",
     "Session",
     "new_id",

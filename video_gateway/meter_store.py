@@ -1,0 +1,56 @@
+"""The meter of every open room, persisted in Redis every second.
+
+A gateway process that restarts (or a room that moves to another process) picks the meter up
+where it was: at most the last second is lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from video_gateway.keys import room_key
+from video_gateway.meter import Meter, MeterState
+
+_KEEP_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class SavedMeter:
+    billed_ms: int
+    state: MeterState
+    warned: bool
+
+
+class MeterStore:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+
+    async def save(self, room_id: str, meter: Meter) -> None:
+        key = room_key(room_id, "meter")
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                key,
+                mapping={
+                    "billed_ms": meter.billed_ms,
+                    "state": meter.state.value,
+                    "warned": int(meter.warned),
+                },
+            )
+            pipe.expire(key, _KEEP_SECONDS)
+            await pipe.execute()
+
+    async def load(self, room_id: str) -> SavedMeter | None:
+        fields = await self._redis.hgetall(room_key(room_id, "meter"))
+        if not fields:
+            return None
+        text = {_text(k): _text(v) for k, v in fields.items()}
+        try:
+            return SavedMeter(int(text["billed_ms"]), MeterState(text["state"]), text.get("warned") == "1")
+        except (KeyError, ValueError):
+            return None  # a damaged entry: the durable record's billed seconds are used instead
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
