@@ -24,6 +24,7 @@ from concierge.people import AgeGate
 from concierge.service import Concierge
 from concierge.views import Accepted, Cancelled, NoMatch, OfferNotice, PersonView, Proposal, Queued, Round
 from knowledge.i18n import LANGUAGES, negotiate
+from video_gateway.opening import RoomLinks
 
 Handler = Callable[[Incoming, PersonView, Conversation, list[Reply]], Awaitable[None]]
 LANGUAGE_NAMES = {
@@ -290,29 +291,37 @@ class Dialogue:
         return replies
 
     def accepted(self, accepted: Accepted) -> list[Reply]:
-        expert, customer = accepted.expert, accepted.customer
-        replies = [
-            self._edit(
-                expert,
-                f"offer:{accepted.request_id}",
-                "bot.offer.won",
-                text=accepted.text,
-                quote=self.t.quote(accepted.quote, expert.locale, for_expert=True),
-            )
-        ]
+        expert, customer, room = accepted.expert, accepted.customer, accepted.room
+        won = self._edit(
+            expert,
+            f"offer:{accepted.request_id}",
+            "bot.offer.won",
+            text=accepted.text,
+            quote=self.t.quote(accepted.quote, expert.locale, for_expert=True),
+        )
+        replies = [self._with_room(won, expert, room.expert if room else None, room)]
         replies += [
             self._edit(other, f"offer:{accepted.request_id}", "bot.offer.taken") for other in accepted.taken
         ]
         if customer.reach is not None:
-            replies.append(
-                self.t.say(
-                    customer,
-                    "bot.accepted",
-                    name=expert.name,
-                    quote=self.t.quote(accepted.quote, customer.locale, for_expert=False),
-                )
+            told = self.t.say(
+                customer,
+                "bot.accepted",
+                name=expert.name,
+                quote=self.t.quote(accepted.quote, customer.locale, for_expert=False),
             )
+            replies.append(self._with_room(told, customer, room.customer if room else None, room))
         return replies
+
+    def _with_room(self, reply: Reply, person: PersonView, link: str | None, room: RoomLinks | None) -> Reply:
+        """The person's own room link as a button, and the recording notice before they join."""
+        if link is None or room is None:
+            return replace(reply, text=f"{reply.text}\n{self.t('bot.room.later', person.locale)}")
+        lines = [reply.text, self.t("bot.room.ready", person.locale)]
+        if room.recorded:
+            lines.append(self.t("bot.room.recorded", person.locale))
+        button = Button(self.t("bot.room.join", person.locale), url=link)
+        return replace(reply, text="\n".join(lines), buttons=((button,),))
 
     def rounds(self, rounds: list[Round]) -> list[Reply]:
         replies = []

@@ -32,6 +32,7 @@ from concierge.config import TelegramMode
 from concierge.matching import MatcherHost, build_matcher
 from concierge.model import Channel
 from concierge.service import Concierge
+from concierge.video import SESSION_ROOMS
 from knowledge.i18n import load_catalogues
 
 log = structlog.get_logger("bots.wiring")
@@ -49,7 +50,7 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
     report = await host.load_all()
     await asyncio.to_thread(host.warm_up)
     log.info("matcher ready", listings=report.listings, embedded=report.embedded)
-    concierge = Concierge(settings, app[SESSIONS], app[REDIS], host)
+    concierge = Concierge(settings, app[SESSIONS], app[REDIS], host, rooms=app.get(SESSION_ROOMS))
     dialogue = Dialogue(concierge, Texts(load_catalogues()), max_chars=settings.max_message_chars)
     store = ConversationStore(app[REDIS], settings.conversation_ttl_hours * 3600)
     app[keys.MATCHER_HOST] = host

@@ -42,6 +42,7 @@ from concierge.model import (
 from concierge.pricing import Pricing, PricingMode
 from concierge.reach import Reach, reach_of, remember
 from concierge.redis_keys import entity_key
+from concierge.rooms import SessionRooms
 from concierge.transitions import Lifecycle
 from concierge.views import (
     Accepted,
@@ -76,9 +77,11 @@ class Concierge:
         redis: aioredis.Redis,
         matcher: MatcherHost,
         *,
+        rooms: SessionRooms | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
+        self._rooms = rooms
         self._sessions = sessions
         self._reads = read_sessions(sessions)
         self._redis = redis
@@ -366,8 +369,10 @@ class Concierge:
         customer = await self.person(request.customer_id)
         others = await self._expert_people(taken)
         q = quote(session.pricing.mode.value, session.pricing.amount, session.pricing.currency, commission)
+        # Ready (free, or paid for): both get their own link to the room now.
+        room = await self._rooms.links_for(session.id) if self._rooms and state is State.READY else None
         return Accepted(
-            request_id, session.id, state, customer, expert, request.text, q, tuple(others.values())
+            request_id, session.id, state, customer, expert, request.text, q, tuple(others.values()), room
         )
 
     async def _hand_off(self, session_id: str, mode: PricingMode) -> State:

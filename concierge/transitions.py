@@ -8,6 +8,7 @@ IllegalTransition with the transaction rolled back: nothing changes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -236,7 +237,8 @@ class Lifecycle:
             session = await self._session(db, session_id)
             now = self._clock()
             if session.started_at is not None:
-                connected = int((now - session.started_at).total_seconds())
+                # Rounded up: the meter bills to the nearest second.
+                connected = math.ceil((now - session.started_at).total_seconds())
                 if billed_seconds > connected:
                     raise DomainError(
                         f"billed {billed_seconds} s exceeds the {connected} s since the room went live"

@@ -15,6 +15,7 @@ from concierge.lifecycle import State
 from concierge.people import AgeGate
 from concierge.pricing import Pricing
 from concierge.reach import Reach
+from video_gateway.opening import RoomLinks
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,7 @@ class Accepted:
     text: str
     quote: Quote
     taken: tuple[PersonView, ...]  # the other experts, whose notification now says "taken"
+    room: RoomLinks | None = None  # once the session is ready: each party's own link
 
 
 @dataclass(frozen=True, slots=True)

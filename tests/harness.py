@@ -208,6 +208,14 @@ class WebUser:
             await asyncio.wait_for(self._changed.wait_for(lambda: self.visitor is not None), 10)
 
 
+def link_button(message: dict[str, Any], label_fragment: str) -> str:
+    for row in message["buttons"]:
+        for b in row:
+            if label_fragment in b["label"] and "url" in b:
+                return str(b["url"])
+    raise AssertionError(f"no link button {label_fragment!r} in {message['buttons']}")
+
+
 def button(message: dict[str, Any], label_fragment: str) -> str:
     for row in message["buttons"]:
         for b in row:

@@ -6,27 +6,36 @@ import asyncio
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
+from aiortc.mediastreams import AudioStreamTrack
 from sqlalchemy import select
 
 from concierge.invites import create_invite
-from concierge.model import Channel, HelpRequest, Person
+from concierge.lifecycle import State
+from concierge.model import Channel, HelpRequest, Person, Session
+from tests.gateway_harness import wait_until
 from tests.harness import (
     WebUser,
     add_listed_expert,
     app_sessions,
     button,
     dispatcher_of,
+    link_button,
     refresh_matcher,
     running_service,
 )
+from video_gateway.client import ReplayedVideo, RoomClient, encode_vp8_loop
 
 
 async def test_customer_and_expert_complete_the_flow_in_two_tabs(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str, use_embedder: Any, detector: Any
 ) -> None:
-    async with running_service(monkeypatch, tmp_path, database_url, use_embedder, detector) as client:
+    async with running_service(
+        monkeypatch, tmp_path, database_url, use_embedder, detector, media_addresses="127.0.0.1"
+    ) as client:
         sessions = app_sessions(client)
         invite = await create_invite(sessions)
 
@@ -78,12 +87,52 @@ async def test_customer_and_expert_complete_the_flow_in_two_tabs(
         assert "My wifi router" in offer["text"]
         assert "free" in offer["text"]
         await expert.press(button(offer, "Accept"))
-        await expert.wait_text("You accepted")
+        won = await expert.wait_text("You accepted")
         accepted = await customer.wait_text("Wes accepted your request")
         assert "This session is free." in accepted["text"]
+        assert "Your video room is ready" in accepted["text"]
+        assert "recorded" not in accepted["text"]  # an adult customer
 
         await customer.say("/sessions")
         await customer.wait_text("ready to start")
+
+        # Each gets their own link to the same room; both join with real media; hang-up ends it.
+        links = [link_button(message, "Join the video call") for message in (accepted, won)]
+        assert links[0] != links[1]
+        assert all("/r/" in link for link in links)
+        paths = [urlsplit(link).path for link in links]
+        async with aiohttp.ClientSession() as http:
+            loop = encode_vp8_loop(frames=10, keyframe_every=10)
+            room = [
+                RoomClient(
+                    http, str(client.make_url(path)), media=lambda: (AudioStreamTrack(), ReplayedVideo(loop))
+                )
+                for path in paths
+            ]
+            try:
+                for participant in room:
+                    await participant.join()
+                    participant.start_reporting()
+                assert [p.seen.welcome["role"] for p in room if p.seen.welcome] == ["customer", "expert"]
+                await wait_until(lambda: any(t["billed_seconds"] >= 2 for t in room[0].seen.ticks), 20, "2 s")
+                await room[0].hangup()
+                await wait_until(lambda: all(p.seen.ended for p in room), 10, "the end")
+            finally:
+                for participant in room:
+                    await participant.close()
+
+        async def session_state() -> tuple[State, int, str | None]:
+            async with sessions() as db:
+                session = await db.scalar(select(Session))
+                assert session is not None
+                return session.state, session.billed_seconds, session.room_id
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while (state := await session_state())[0] is not State.ENDED:
+            assert asyncio.get_running_loop().time() < deadline, state
+            await asyncio.sleep(0.1)
+        assert state[1] >= 2  # billed seconds
+        assert state[2] is not None  # the room it ran in
         await customer.close()
         await expert.close()
 

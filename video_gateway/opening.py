@@ -19,6 +19,7 @@ class RoomLinks:
     room_id: str
     customer: str
     expert: str
+    recorded: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {"room": self.room_id, "links": {"customer": self.customer, "expert": self.expert}}
@@ -90,4 +91,4 @@ class RoomOpener:
             token = self._signer.sign(LinkClaims(record.id, role, expiry, language))
             return f"{self._public_url}/r/{token}"
 
-        return RoomLinks(record.id, link(Role.CUSTOMER), link(Role.EXPERT))
+        return RoomLinks(record.id, link(Role.CUSTOMER), link(Role.EXPERT), record.recorded)
