@@ -22,6 +22,7 @@ from concierge.rooms import SqlRoomBook
 from tests.conftest import free_port
 from tests.gateway_harness import GatewayService, gateway_service, participants, wait_until
 from video_gateway.client import ReplayedVideo, RoomClient, encode_vp8_loop
+from video_gateway.links import Role
 from video_gateway.meter import MeterState
 from video_gateway.rooms import MediaMode, RelayMethod, RoomRecord
 from video_gateway.web import GATEWAY
@@ -278,3 +279,28 @@ async def test_a_recorded_call_is_relayed_and_leaves_a_playable_file(
         assert kinds.count("audio") == 2
         video_frames = sum(1 for packet in container.demux(video=0) if packet.size)
     assert video_frames >= 60  # ~3 s at 30 fps from one participant at least
+
+
+async def test_the_decode_and_re_encode_fallback_still_relays(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str, redis_url: str, vp8_loop: list[bytes]
+) -> None:
+    async with gateway_service(
+        monkeypatch, tmp_path, database_url, redis_url, free_port(), relay_method="transcode"
+    ) as service:
+        links = await service.open_room(relay=True)
+        async with aiohttp.ClientSession() as http:
+            customer, expert = _client(http, links.customer, vp8_loop), _client(http, links.expert, vp8_loop)
+            async with participants(customer, expert):
+                await customer.join()
+                await expert.join()
+                await wait_until(
+                    lambda: (
+                        min(customer.seen.remote_frames["video"], expert.seen.remote_frames["video"]) >= 20
+                    ),
+                    what="re-encoded video both ways",
+                )
+                room = service.app[GATEWAY].rooms[links.room_id]  # type: ignore[index]
+                seat = room.seats[Role.CUSTOMER]
+                assert seat is not None
+                assert seat.sources["video"].method is RelayMethod.TRANSCODE
+                await wait_until(lambda: _live(customer), what="metering on the fallback too")
