@@ -20,6 +20,7 @@ from tests.conftest import free_port
 from tests.gateway_harness import gateway_service
 from video_gateway.meter import EndReason, MeterState
 from video_gateway.rooms import Participant
+from video_gateway.web import GATEWAY
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
@@ -89,6 +90,24 @@ async def test_two_browsers_see_each_other_and_hang_up(
                 assert await customer.locator("#timer").inner_text() != "0:00"
                 await customer.screenshot(path=str(tmp_path / f"room-{mode}-customer.png"))
                 await expert.screenshot(path=str(tmp_path / f"room-{mode}-expert.png"))
+
+                # Screen sharing swaps the outgoing video track in place: the other side keeps
+                # receiving, now the screen (another picture size), with no new offer.
+                room = service.app[GATEWAY].rooms[links.room_id]  # type: ignore[index]
+                offers_before = room.offers_answered
+                size_before = await expert.evaluate("() => document.getElementById('remote').videoWidth")
+                await customer.locator("#share").click()
+                await customer.wait_for_function(
+                    "() => document.getElementById('share').getAttribute('aria-pressed') === 'true'",
+                    timeout=10_000,
+                )
+                await expert.wait_for_function(
+                    f"() => document.getElementById('remote').videoWidth !== {size_before}", timeout=15_000
+                )
+                frames = (await state(expert))["remoteVideoFrames"]
+                await expert.wait_for_function(f"() => window.roomState.remoteVideoFrames > {frames + 10}")
+                assert room.offers_answered == offers_before
+                await expert.screenshot(path=str(tmp_path / f"room-{mode}-expert-sees-screen.png"))
 
                 customer.on("dialog", lambda dialog: dialog.accept())
                 await customer.locator("#hangup").click()

@@ -72,6 +72,7 @@ class LiveRoom:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._background: set[asyncio.Future[None]] = set()
+        self.offers_answered = 0  # renegotiations show here (screen sharing must not cause any)
 
     @property
     def id(self) -> str:
@@ -151,6 +152,7 @@ class LiveRoom:
             raise SignallingError("malformed", "the offer could not be used") from exc
         if self.relay:
             self._wire_viewers()
+        self.offers_answered += 1
         await seat.send(dump("answer", sdp=answer))
 
     def _on_control(self, seat: Seat, channel: RTCDataChannel) -> None:
