@@ -24,10 +24,6 @@ class LinkRefused(GatewayError):
         self.language = language
 
 
-class RoomNotFound(GatewayError):
-    pass
-
-
 class SignallingError(GatewayError):
     """A frame from a browser that the protocol does not allow; `code` goes back to it."""
 

@@ -110,9 +110,6 @@ class Source:
 
     # -- frames
 
-    def flowing(self, now: float, within: float) -> bool:
-        return self.last_frame_at is not None and now - self.last_frame_at <= within
-
     def on_encoded(self, codec: RTCRtpCodecParameters, frame: JitterFrame) -> None:
         data = bytes(frame.data)
         self.codec = codec.name

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from video_gateway.errors import LinkRefused, RefusalReason
 from video_gateway.events import RoomEventSink
@@ -97,13 +96,6 @@ class Gateway:
     async def _forget(self, room: LiveRoom) -> None:
         if self.rooms.get(room.id) is room:
             del self.rooms[room.id]
-
-    async def end_room(self, room_id: str, reason: Any) -> bool:
-        room = self.rooms.get(room_id)
-        if room is None:
-            return False
-        await room.end(reason)
-        return True
 
     async def close(self) -> None:
         """Shutdown (not the end of anyone's call): meters are saved, rooms continue on restart."""

@@ -57,6 +57,8 @@ import av
 from av.container import OutputContainer
 from av.stream import Stream
 
+from video_gateway.errors import GatewayError
+
 Kind = Literal["audio", "video"]
 KINDS: tuple[Kind, Kind] = ("audio", "video")
 CLOCK_RATES: dict[Kind, int] = {"audio": 48_000, "video": 90_000}
@@ -78,7 +80,7 @@ _JUMP_SECONDS = 2.0
 TrackKey = tuple[str, Kind, str]  # participant, kind, upper-cased codec
 
 
-class RecordingError(Exception):
+class RecordingError(GatewayError):
     """The recording could not take a frame or write its file."""
 
 
