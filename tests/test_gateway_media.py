@@ -22,7 +22,7 @@ from concierge.rooms import SqlRoomBook
 from tests.conftest import free_port
 from tests.gateway_harness import GatewayService, gateway_service, participants, wait_until
 from video_gateway.client import ReplayedVideo, RoomClient, encode_vp8_loop
-from video_gateway.links import Role
+from video_gateway.links import LinkClaims, LinkSigner, Role
 from video_gateway.meter import MeterState
 from video_gateway.rooms import MediaMode, RelayMethod, RoomRecord
 from video_gateway.web import GATEWAY
@@ -311,3 +311,29 @@ async def test_the_decode_and_re_encode_fallback_still_relays(
                 assert seat is not None
                 assert seat.sources["video"].method is RelayMethod.TRANSCODE
                 await wait_until(lambda: _live(customer), what="metering on the fallback too")
+
+
+async def test_an_expired_link_is_refused_in_its_language_until_the_call_has_started(
+    service: GatewayService, vp8_loop: list[bytes]
+) -> None:
+    links = await service.open_room(relay=True)
+    signer = LinkSigner(service.settings.signing_key)
+    past = int(time.time()) - 1
+    expired = {
+        role: f"{service.base}/r/{signer.sign(LinkClaims(links.room_id, role, past, language))}"
+        for role, language in ((Role.CUSTOMER, "ja"), (Role.EXPERT, "de"))
+    }
+    async with aiohttp.ClientSession() as http:
+        async with http.get(expired[Role.CUSTOMER]) as refused:
+            assert refused.status == 403
+            page = await refused.text()
+            assert 'lang="ja"' in page
+            assert "期限切れ" in page  # "expired", in the language the link was sent in
+        customer, expert = _client(http, links.customer, vp8_loop), _client(http, links.expert, vp8_loop)
+        async with participants(customer, expert):
+            await customer.join()
+            await expert.join()
+            await wait_until(lambda: _live(customer), what="live")
+            # Once the call has started, an expired link still rejoins it (a dropped participant).
+            async with http.get(expired[Role.EXPERT]) as rejoin:
+                assert rejoin.status == 200
