@@ -14,15 +14,16 @@ from decimal import Decimal
 from typing import Any
 
 import redis.asyncio as aioredis
-from sqlalchemy import or_, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session as OrmSession
 
 from billing.quotes import quote
 from concierge import onboarding, people
 from concierge.claims import OfferDesk
 from concierge.communities import Communities, Scope
 from concierge.config import Settings
-from concierge.database import read_sessions
+from concierge.database import read, read_sessions
 from concierge.errors import DomainError, NotFound
 from concierge.languages import check_language
 from concierge.lifecycle import State
@@ -104,22 +105,14 @@ class Concierge:
     ) -> PersonView:
         """The person writing from this channel identity (created on first contact), one query."""
         reach = Reach(channel, user_id)
-        async with self._reads() as db:
-            row = (
-                await db.execute(
-                    select(Person, Expert)
-                    .join(ChannelIdentity, ChannelIdentity.person_id == Person.id)
-                    .outerjoin(Expert, Expert.person_id == Person.id)
-                    .where(ChannelIdentity.channel == channel, ChannelIdentity.external_id == user_id)
-                )
-            ).first()
-        if row is None:
+        found = await read(self._sessions, lambda db: _find_identity(db, channel, user_id))
+        if found is None:
             person: Person = await people.identify(
                 self._sessions, channel, user_id, display_name=name, locale=locale or "en"
             )
             expert: Expert | None = None
         else:
-            person, expert = row
+            person, expert = found
         await remember(self._redis, person.id, reach)
         return self._view(person, expert, reach)
 
@@ -633,6 +626,31 @@ class Concierge:
                 )
             )
         return cards
+
+
+# Who writes from a channel identity: every message asks, so plain SQL rather than the ORM.
+_IDENTITY = (
+    select(*Person.__table__.columns, Expert.id.label("listing"))
+    .join(ChannelIdentity, ChannelIdentity.person_id == Person.id)
+    .outerjoin(Expert, Expert.person_id == Person.id)
+    .where(
+        ChannelIdentity.channel == bindparam("channel"),
+        ChannelIdentity.external_id == bindparam("external_id"),
+    )
+)
+_PERSON_COLUMNS = tuple(column.key for column in Person.__table__.columns)
+
+
+def _find_identity(db: Connection, channel: Channel, user_id: str) -> tuple[Person, Expert | None] | None:
+    row = db.execute(_IDENTITY, {"channel": channel, "external_id": user_id}).first()
+    if row is None:
+        return None
+    values = row._mapping
+    person = Person(**{key: values[key] for key in _PERSON_COLUMNS})
+    if values["listing"] is None:
+        return person, None
+    with OrmSession(db) as orm:  # experts are few: their listing through the ORM
+        return person, orm.get(Expert, values["listing"])
 
 
 def _top_reasons(reasons: dict[str, float], keep: int = 3) -> tuple[str, ...]:

@@ -14,9 +14,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from concierge.database import write
 from concierge.errors import DomainError, IllegalTransition, NotFound
 from concierge.lifecycle import Event, State, next_state
 from concierge.model import (
@@ -31,6 +32,8 @@ from concierge.model import (
 )
 from concierge.money import Money
 from concierge.pricing import PricingMode
+
+_REQUEST_COLUMNS = tuple(HelpRequest.__mapper__.column_attrs)
 
 
 class Lifecycle:
@@ -72,12 +75,16 @@ class Lifecycle:
             updated_at=now,
         )
         request.budget = budget
-        async with self._sessions.begin() as db:
-            db.add(request)
+        row = {column.key: getattr(request, column.key) for column in _REQUEST_COLUMNS}
+
+        # Plain SQL in one transaction: every request a customer sends passes here, and the
+        # ORM's unit of work cost more than the insert itself.
+        def insert_request(db: Connection) -> None:
+            db.execute(insert(HelpRequest), [row])
             if customer_locale is not None:
-                await db.execute(
-                    update(Person).where(Person.id == customer_id).values(locale=customer_locale)
-                )
+                db.execute(update(Person).where(Person.id == customer_id).values(locale=customer_locale))
+
+        await write(self._sessions, insert_request)
         return request
 
     async def state_of(self, request_id: str) -> State:
