@@ -7,29 +7,18 @@ test is skipped where it is not installed. Screenshots land in the test's tempor
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from concierge.invites import create_invite
+from tests.browser import CHROMIUM, FLAGS, needs_chromium
 from tests.conftest import free_port
 from tests.harness import app_sessions, running_service
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)"),
+    needs_chromium,
     pytest.mark.parametrize("engine_name", ["sqlite"]),
 ]
 

@@ -8,7 +8,6 @@ Screenshots land in the test's temporary folder.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,31 +15,15 @@ import pytest
 
 from concierge.database import create_engine, session_factory
 from concierge.rooms import SqlRoomBook
+from tests.browser import CHROMIUM, FLAGS, MEDIA_FLAGS, needs_chromium
 from tests.conftest import free_port
 from tests.gateway_harness import gateway_service
 from video_gateway.meter import EndReason, MeterState
 from video_gateway.rooms import Participant
 from video_gateway.web import GATEWAY
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # A fake camera (a moving test pattern) and microphone (a beep), granted without a prompt.
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    # Plain host candidates on loopback, as the gateway offers in tests (no mDNS names).
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--allow-loopback-in-peer-connection",
-]
-
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)"),
+    needs_chromium,
     pytest.mark.parametrize("engine_name", ["sqlite"]),
     pytest.mark.redis_server,
 ]
@@ -64,7 +47,7 @@ async def test_two_browsers_see_each_other_and_hang_up(
             return await page.evaluate("() => ({...window.roomState})")
 
         async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS + MEDIA_FLAGS)
             try:
                 pages = []
                 for link in (links.customer, links.expert):
