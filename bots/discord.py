@@ -71,6 +71,7 @@ class DiscordChannel:
         self._define_commands()
         self.client.event(self.on_message)
         self.client.event(self.on_interaction)
+        self.client.event(self.on_guild_join)
         self.client.setup_hook = self._setup_hook  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ lifecycle
@@ -147,6 +148,17 @@ class DiscordChannel:
         await self._dispatcher.handle(event, direct=_InteractionOutbox(self, interaction))
 
     # ------------------------------------------------------------------ events
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        """Added to a server: say what the bot does and how a manager links it, in the server's language."""
+        me = guild.me
+        candidates = [guild.system_channel, *guild.text_channels]
+        channel = next((c for c in candidates if c is not None and c.permissions_for(me).send_messages), None)
+        if channel is None:
+            log.info("discord server joined, no channel to greet in", guild=guild.id)
+            return
+        language = str(guild.preferred_locale).split("-")[0]
+        await channel.send(self._dispatcher.dialogue.t("bot.server.hello", language))
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         if interaction.type is not discord.InteractionType.component or interaction.data is None:

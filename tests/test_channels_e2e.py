@@ -191,6 +191,12 @@ async def test_groups_and_servers_are_linked_by_their_admins_only(
     await telegram.send_text(member, f"/start {payload}")
     await telegram.wait_for(lambda m: m["chat"]["id"] == member["id"] and "date of birth" in m["text"])
 
+    # A business adds the bot to its (French) server: it says hello there, in French.
+    discord_server.guild(7700, "Voisins", owner_id=6099, channel_id=7701, locale="fr")
+    greeting = await discord_server.wait_for(lambda m: m["channel_id"] == "7701")
+    assert "/setup CODE" in greeting["content"]
+    assert "Bonjour" in greeting["content"]
+
     server_admin = discord_server.user(6100, "Owner")
     plain = discord_server.user(6101, "Guest")
     discord_server.add_member(GUILD, server_admin, manage_guild=True)
