@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
@@ -29,11 +30,12 @@ from bots.texts import Texts
 from bots.web import VisitorTokens, WebChannel, WebSockets, asset, chat_page, expert_page, relay_ctx
 from concierge.appkeys import REDIS, SESSIONS, SETTINGS
 from concierge.config import TelegramMode
-from concierge.matching import MatcherHost, build_matcher
+from concierge.matching import MatcherHost, MatcherProcess, build_matcher
 from concierge.model import Channel
 from concierge.service import Concierge
 from concierge.video import SESSION_ROOMS
 from knowledge.i18n import load_catalogues
+from matcher.engine import Matcher
 
 log = structlog.get_logger("bots.wiring")
 
@@ -43,12 +45,17 @@ SERVE_LINE_EVERY = 5  # ticks
 
 async def core_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    matcher = app.get(keys.MATCHER)
+    matcher: Matcher | MatcherProcess | None = app.get(keys.MATCHER)
     if matcher is None:
-        matcher = await asyncio.to_thread(build_matcher, settings)
+        matcher = MatcherProcess(functools.partial(build_matcher, settings))
+        await matcher.start()
     host = MatcherHost(matcher, app[SESSIONS])
-    report = await host.load_all()
-    await asyncio.to_thread(host.warm_up)
+    try:
+        report = await host.load_all()
+        await host.warm_up()
+    except BaseException:
+        await host.close()
+        raise
     log.info("matcher ready", listings=report.listings, embedded=report.embedded)
     concierge = Concierge(settings, app[SESSIONS], app[REDIS], host, rooms=app.get(SESSION_ROOMS))
     dialogue = Dialogue(concierge, Texts(load_catalogues()), max_chars=settings.max_message_chars)
@@ -59,7 +66,7 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        host.close()
+        await host.close()
 
 
 async def ticker_ctx(app: web.Application) -> AsyncIterator[None]:

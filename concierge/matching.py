@@ -7,10 +7,19 @@ history and whether they are in a session right now) into matcher listings.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from collections.abc import Collection
+import multiprocessing
+import pickle
+import signal
+from collections import defaultdict, deque
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, Protocol
 
+import numpy as np
+import structlog
+from numpy.typing import NDArray
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -23,12 +32,17 @@ from concierge.lifecycle import State
 from concierge.model import ChannelIdentity, Expert, Offer, OfferStatus, Person, Session
 from knowledge.demo import demo_catalogue_path
 from knowledge.taxonomy import load_taxonomy
-from matcher.embedders import create_embedder
+from matcher.embedders import Embedder, create_embedder
 from matcher.engine import Matcher, MatchQuery, MatchResult, SyncReport
 from matcher.errors import MatcherError
 from matcher.language import LanguageDetectorPort
 from matcher.listing import Listing
+from matcher.understanding import clean
 
+log = structlog.get_logger("concierge.matching")
+
+_IN_FLIGHT = 64
+_BATCH = 16  # requests the matcher process takes at once (their queries embedded together)
 _ANSWERED = (OfferStatus.ACCEPTED, OfferStatus.DECLINED, OfferStatus.TIMED_OUT)
 
 
@@ -73,14 +87,281 @@ def demo_listings() -> list[Listing]:
     ]
 
 
+_WARM_UP_TEXTS = (
+    "my wifi stopped working tomorrow at 3pm",
+    "mon wifi ne marche plus demain à 15h",
+    "mein WLAN geht nicht morgen um 15 Uhr",
+    "mi wifi no funciona mañana a las 3",
+    "我的wifi坏了 明天下午3点",
+    "Wi-Fiが繋がらない 明日の午後3時",
+    "I need help on 3 December at 10:00",
+)
+
+
+def warm_up(matcher: Matcher) -> None:
+    """First calls load lazily built tables (date parsing, plural rules): pay that at start."""
+    for text in _WARM_UP_TEXTS:
+        matcher.match(MatchQuery(text))
+
+
+class _Backend(Protocol):
+    """Where the matcher runs: a thread of this process, or a process of its own."""
+
+    def listing(self, listing_id: str) -> Listing | None: ...
+    async def sync(self, listings: list[Listing]) -> SyncReport: ...
+    async def update(self, listings: list[Listing]) -> None: ...
+    async def remove(self, listing_ids: list[str]) -> None: ...
+    async def match(self, query: MatchQuery) -> MatchResult: ...
+    async def warm_up(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+class _OwnThread:
+    """A matcher object of this process (tests and benchmarks hand one in), matched on a thread."""
+
+    def __init__(self, matcher: Matcher) -> None:
+        self._matcher = matcher
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="matcher")
+
+    def listing(self, listing_id: str) -> Listing | None:
+        return self._matcher.listing(listing_id)
+
+    async def sync(self, listings: list[Listing]) -> SyncReport:
+        return await asyncio.to_thread(self._matcher.sync, listings)
+
+    async def update(self, listings: list[Listing]) -> None:
+        self._matcher.update(listings)
+
+    async def remove(self, listing_ids: list[str]) -> None:
+        self._matcher.remove(listing_ids)
+
+    async def match(self, query: MatchQuery) -> MatchResult:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._matcher.match, query)
+
+    async def warm_up(self) -> None:
+        await asyncio.to_thread(warm_up, self._matcher)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class MatcherProcess:
+    """The matcher in a child process: how the service runs it.
+
+    On a thread of this process the matcher shared the GIL with the event loop. A match is
+    2-3 ms of mostly GIL-holding numpy and Python, and each time either side let go of the GIL
+    (a socket write, a BLAS call) it waited up to the 5 ms switch interval to get it back:
+    under load a 2 ms match took 15-50 ms and that one thread capped the process at ~75
+    requests/s. In a process of its own it runs on another core and costs the loop one pipe
+    message each way. This side keeps the listings it sent, so cards need no round trip and
+    a child that dies is started again with them."""
+
+    def __init__(self, factory: Callable[[], Matcher]) -> None:
+        self._factory = factory
+        self._listings: dict[str, Listing] = {}
+        self._connection: Connection | None = None
+        self._process: BaseProcess | None = None
+        self._pending: deque[asyncio.Future[Any]] = deque()
+        # Few enough requests in the pipe that writing one never blocks the loop.
+        self._window = asyncio.Semaphore(_IN_FLIGHT)
+        self._starting = asyncio.Lock()
+        self._ready = False  # started and holding every listing: callers wait until then
+
+    async def start(self) -> None:
+        async with self._starting:
+            if not self._ready:
+                await self._spawn()
+
+    async def _spawn(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=_serve, args=(theirs, self._factory), name="concierge-matcher", daemon=True
+        )
+        await asyncio.to_thread(process.start)
+        theirs.close()
+        loop = asyncio.get_running_loop()
+        self._process, self._connection = process, ours
+        ready = loop.create_future()
+        self._pending.append(ready)
+        loop.add_reader(ours.fileno(), self._answered)
+        try:
+            await ready  # the model is loaded, or why not is raised here
+            if self._listings:  # started again: give it what the last one held
+                await self._send("sync", list(self._listings.values()))
+        except BaseException:
+            await self.close()
+            raise
+        self._ready = True
+        log.info("matcher process ready", pid=process.pid)
+
+    def _answered(self) -> None:
+        connection = self._connection
+        assert connection is not None
+        try:
+            while connection.poll():
+                ok, value = connection.recv()
+                future = self._pending.popleft()
+                if future.done():
+                    continue  # its caller gave up (a cancelled turn)
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+        except (EOFError, OSError):
+            self._lost()
+
+    def _lost(self) -> None:
+        """The child exited: fail what it was asked; the next call starts another."""
+        self._ready = False
+        if self._connection is not None:
+            asyncio.get_running_loop().remove_reader(self._connection.fileno())
+            self._connection.close()
+            self._connection = None
+        exit_code = self._process.exitcode if self._process is not None else None
+        log.warning("matcher process stopped", exit_code=exit_code, pending=len(self._pending))
+        while self._pending:
+            future = self._pending.popleft()
+            if not future.done():
+                future.set_exception(MatcherError("the matcher process stopped"))
+
+    async def _call(self, operation: str, *args: Any) -> Any:
+        if not self._ready:
+            await self.start()
+        return await self._send(operation, *args)
+
+    async def _send(self, operation: str, *args: Any) -> Any:
+        async with self._window:
+            connection = self._connection
+            if connection is None:
+                raise MatcherError("the matcher process stopped")
+            answer = asyncio.get_running_loop().create_future()
+            self._pending.append(answer)
+            try:
+                connection.send((operation, args))
+            except OSError:
+                self._lost()
+            return await answer
+
+    def listing(self, listing_id: str) -> Listing | None:
+        return self._listings.get(listing_id)
+
+    async def sync(self, listings: list[Listing]) -> SyncReport:
+        report: SyncReport = await self._call("sync", listings)
+        self._listings = {listing.id: listing for listing in listings}
+        return report
+
+    async def update(self, listings: list[Listing]) -> None:
+        await self._call("update", listings)
+        self._listings.update((listing.id, listing) for listing in listings)
+
+    async def remove(self, listing_ids: list[str]) -> None:
+        await self._call("remove", listing_ids)
+        for listing_id in listing_ids:
+            self._listings.pop(listing_id, None)
+
+    async def match(self, query: MatchQuery) -> MatchResult:
+        result: MatchResult = await self._call("match", query)
+        return result
+
+    async def warm_up(self) -> None:
+        """The child warmed itself up before saying it was ready."""
+
+    async def close(self) -> None:
+        self._ready = False
+        connection, process = self._connection, self._process
+        if connection is not None:
+            asyncio.get_running_loop().remove_reader(connection.fileno())
+            connection.close()  # the child reads the end of its pipe and exits
+            self._connection = None
+        if process is not None:
+            await asyncio.to_thread(process.join, 10)
+            if process.is_alive():
+                process.kill()
+                await asyncio.to_thread(process.join, 5)
+        while self._pending:
+            future = self._pending.popleft()
+            if not future.done():
+                future.set_exception(MatcherError("the matcher was closed"))
+
+
+def _serve(connection: Connection, factory: Callable[[], Matcher]) -> None:
+    """The matcher process: build the matcher, then answer requests in order until the pipe ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the service, which stops this
+    try:
+        matcher = factory()
+        warm_up(matcher)
+    except Exception as exc:  # said to the service, which stops with it
+        connection.send((False, _sendable(exc)))
+        return
+    connection.send((True, None))
+    own = matcher.embedder
+    while True:
+        try:
+            requests = [connection.recv()]
+            while len(requests) < _BATCH and connection.poll():
+                requests.append(connection.recv())
+        except (EOFError, OSError):
+            return
+        matcher.embedder = _embedded_together(own, [args[0] for op, args in requests if op == "match"])
+        try:
+            for operation, args in requests:
+                try:
+                    answer = (True, getattr(matcher, operation)(*args))
+                except Exception as exc:  # one bad request must not stop the others
+                    answer = (False, _sendable(exc))
+                connection.send(answer)
+        finally:
+            matcher.embedder = own
+
+
+def _embedded_together(embedder: Embedder, queries: list[MatchQuery]) -> Embedder:
+    """The requests that queued up while the last ones were matched, embedded as one batch.
+
+    The model costs ~2.7 ms for one sentence and ~1.5 ms each for eight at once (the same
+    vectors to 1e-7): under load the matcher process is the busiest, so requests waiting
+    for it are embedded together, each still matched on its own."""
+    cleaned = (clean(query.text) for query in queries)
+    texts = list(dict.fromkeys(text for text, problem in cleaned if problem is None))
+    if len(texts) < 2:
+        return embedder
+    return _Embedded(embedder, dict(zip(texts, embedder.embed_queries(texts), strict=True)))
+
+
+class _Embedded:
+    """An embedder that already knows some queries' vectors."""
+
+    def __init__(self, embedder: Embedder, known: dict[str, NDArray[np.float32]]) -> None:
+        self._embedder = embedder
+        self._known = known
+        self.name = embedder.name
+        self.dim = embedder.dim
+
+    def embed_queries(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        if all(text in self._known for text in texts):
+            return np.vstack([self._known[text] for text in texts]).astype(np.float32, copy=False)
+        return self._embedder.embed_queries(texts)
+
+    def embed_passages(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        return self._embedder.embed_passages(texts)
+
+
+def _sendable(exc: Exception) -> Exception:
+    try:
+        pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own exception, never from outside
+    except Exception:
+        return MatcherError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
 class MatcherHost:
     """The process's matcher, kept in step with the database as listings and presence change."""
 
-    def __init__(self, matcher: Matcher, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self.matcher = matcher
+    def __init__(self, matcher: Matcher | MatcherProcess, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._backend: _Backend = matcher if isinstance(matcher, MatcherProcess) else _OwnThread(matcher)
         self._reads = read_sessions(sessions)
         self._lock = asyncio.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="matcher")
         self.names: dict[str, str] = {}  # expert id → the name customers see on cards
 
     async def load_all(self) -> SyncReport:
@@ -88,7 +369,7 @@ class MatcherHost:
             listings = await load_listings(db)
             self.names = await _names(db, None)
         async with self._lock:
-            return await asyncio.to_thread(self.matcher.sync, listings)
+            return await self._backend.sync(listings)
 
     async def refresh(self, expert_ids: Collection[str]) -> None:
         """Re-read these experts: changed listings re-embedded, unpublished ones dropped."""
@@ -97,30 +378,21 @@ class MatcherHost:
             self.names.update(await _names(db, expert_ids))
         found = {listing.id for listing in listings}
         async with self._lock:
-            self.matcher.update(listings)
-            self.matcher.remove([expert_id for expert_id in expert_ids if expert_id not in found])
+            await self._backend.update(listings)
+            await self._backend.remove([expert_id for expert_id in expert_ids if expert_id not in found])
+
+    def listing(self, expert_id: str) -> Listing | None:
+        """The listing as the matcher holds it (what cards show)."""
+        return self._backend.listing(expert_id)
 
     async def match(self, query: MatchQuery) -> MatchResult:
-        """Match on the matcher's own thread: embedding and language detection release the GIL,
-        so they run beside the event loop's work instead of inside it (one at a time, in order)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.matcher.match, query)
+        return await self._backend.match(query)
 
-    def warm_up(self) -> None:
-        """First calls load lazily built tables (date parsing, plural rules): pay that at start."""
-        for text in (
-            "my wifi stopped working tomorrow at 3pm",
-            "mon wifi ne marche plus demain à 15h",
-            "mein WLAN geht nicht morgen um 15 Uhr",
-            "mi wifi no funciona mañana a las 3",
-            "我的wifi坏了 明天下午3点",
-            "Wi-Fiが繋がらない 明日の午後3時",
-            "I need help on 3 December at 10:00",
-        ):
-            self.matcher.match(MatchQuery(text))
+    async def warm_up(self) -> None:
+        await self._backend.warm_up()
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    async def close(self) -> None:
+        await self._backend.close()
 
 
 async def _names(db: AsyncSession, only: Collection[str] | None) -> dict[str, str]:

@@ -603,7 +603,7 @@ class Concierge:
         wanted = result.understanding.when or now
         cards = []
         for ranked in result.experts:
-            listing = self._matcher.matcher.listing(ranked.id)
+            listing = self._matcher.listing(ranked.id)
             name = self._matcher.names.get(ranked.id)
             if listing is None or name is None:
                 continue

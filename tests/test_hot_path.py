@@ -4,9 +4,13 @@ guarantees they keep (atomic, never blocking the event loop on another process's
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
-import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, func, select
@@ -15,9 +19,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from concierge.database import read, write
+from concierge.errors import ConfigError
 from concierge.lifecycle import State
+from concierge.matching import MatcherProcess, _embedded_together
 from concierge.model import HelpRequest, Person
 from concierge.transitions import Lifecycle
+from knowledge.taxonomy import load_taxonomy
+from matcher.embedders import create_embedder
+from matcher.engine import Matcher, MatchQuery, MatchResult
+from matcher.errors import MatcherError
+from matcher.language import LanguageDetectorPort
+from matcher.listing import Listing
 from tests.factories import add_person
 
 
@@ -35,9 +47,12 @@ async def test_open_request_writes_the_request_and_the_adopted_language_together
     async with sessions() as db:
         stored = await db.get(HelpRequest, request.id)
         person = await db.get(Person, customer.id)
-    assert stored is not None and stored.status is State.OPEN and stored.language == "fr"
+    assert stored is not None
+    assert stored.status is State.OPEN
+    assert stored.language == "fr"
     assert stored.created_at == request.created_at
-    assert person is not None and person.locale == "fr"
+    assert person is not None
+    assert person.locale == "fr"
     assert await read(sessions, _count_requests) == 1
 
 
@@ -65,7 +80,8 @@ async def test_a_write_waits_for_another_process_lock_without_blocking_the_loop(
 ) -> None:
     customer = await add_person(sessions)
     path = make_url(database_url).database
-    assert path is not None and Path(path).exists()
+    assert path is not None
+    assert Path(path).exists()
     other = sqlite3.connect(path, isolation_level=None)  # another process's connection, in effect
     other.execute("BEGIN IMMEDIATE")
     ticks = 0
@@ -78,9 +94,7 @@ async def test_a_write_waits_for_another_process_lock_without_blocking_the_loop(
 
     ticker = asyncio.create_task(tick())
     opening = asyncio.create_task(Lifecycle(sessions).open_request(customer.id, "help me"))
-    started = time.monotonic()
-    while time.monotonic() - started < 0.3:
-        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)
     assert not opening.done()  # waiting for the lock…
     assert ticks >= 10  # …while the loop goes on serving others
     other.execute("COMMIT")
@@ -88,3 +102,129 @@ async def test_a_write_waits_for_another_process_lock_without_blocking_the_loop(
     request = await asyncio.wait_for(opening, 10)
     ticker.cancel()
     assert await read(sessions, lambda db: db.scalar(select(HelpRequest.text))) == request.text
+
+
+# ---------------------------------------------------------------- the matcher in its own process
+
+
+def small_matcher() -> Matcher:
+    """Built in the matcher process (so importable, and quick: two languages)."""
+    return Matcher(create_embedder("use", 1), LanguageDetectorPort(["en", "fr"]), load_taxonomy())
+
+
+def broken_matcher() -> Matcher:
+    raise ConfigError("CONCIERGE_EMBEDDER='nope' cannot be used here")
+
+
+NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+QUERIES = [
+    MatchQuery(text, include_offline=True, now=NOW)
+    for text in (
+        "Mon wifi ne marche plus, mon portable ne se connecte pas",
+        "Can someone review my Python code before I ship it?",
+        "I need help with my bike brakes under 20 euros",
+        "my router keeps dropping the connection",
+    )
+]
+
+
+@pytest.fixture
+async def remote(demo_listings: list[Listing]) -> AsyncIterator[MatcherProcess]:
+    process = MatcherProcess(small_matcher)
+    await process.start()
+    try:
+        await process.sync(demo_listings)
+        yield process
+    finally:
+        await process.close()
+
+
+def ranked(result: MatchResult) -> list[str]:
+    return [expert.id for expert in result.experts]
+
+
+async def test_the_matcher_process_answers_as_the_matcher_itself(
+    remote: MatcherProcess, demo_listings: list[Listing]
+) -> None:
+    local = small_matcher()
+    local.sync(demo_listings)
+    # Sent together, so the process embeds them as one batch: the same answers as one by one.
+    together = await asyncio.gather(*(remote.match(query) for query in QUERIES))
+    assert [ranked(result) for result in together] == [ranked(local.match(query)) for query in QUERIES]
+    assert all(result.experts for result in together)
+    for result, query in zip(together, QUERIES, strict=True):
+        alone = local.match(query)
+        assert result.understanding.language is not None
+        assert alone.understanding.language is not None
+        assert result.understanding.language.code == alone.understanding.language.code
+        assert result.understanding.category == alone.understanding.category
+        assert [e.score for e in result.experts] == pytest.approx([e.score for e in alone.experts])
+    assert remote.listing(demo_listings[0].id) == demo_listings[0]
+    assert remote.listing("nobody") is None
+
+
+async def test_listing_changes_reach_the_matcher_process(
+    remote: MatcherProcess, demo_listings: list[Listing]
+) -> None:
+    first = ranked(await remote.match(QUERIES[1]))[0]
+    await remote.remove([first])
+    assert first not in ranked(await remote.match(QUERIES[1]))
+    assert remote.listing(first) is None
+    listing = next(item for item in demo_listings if item.id == first)
+    await remote.update([listing])
+    assert ranked(await remote.match(QUERIES[1]))[0] == first
+
+
+async def test_a_matcher_process_that_dies_is_started_again_with_the_listings(
+    remote: MatcherProcess,
+) -> None:
+    before = ranked(await remote.match(QUERIES[0]))
+    process = remote._process
+    assert process is not None
+    assert process.pid is not None
+    os.kill(process.pid, signal.SIGKILL)
+    with pytest.raises(MatcherError):  # what it was asked when it died fails…
+        await remote.match(QUERIES[0])
+    assert ranked(await remote.match(QUERIES[0])) == before  # …the next starts and syncs a new one
+    assert remote._process is not process
+
+
+async def test_a_matcher_that_cannot_be_built_stops_the_start() -> None:
+    process = MatcherProcess(broken_matcher)
+    with pytest.raises(ConfigError, match="CONCIERGE_EMBEDDER"):
+        await process.start()
+    assert process._process is not None
+    assert not process._process.is_alive()
+
+
+async def test_closing_stops_the_matcher_process(remote: MatcherProcess) -> None:
+    child = remote._process
+    assert child is not None
+    assert child.is_alive()
+    await remote.close()
+    assert not child.is_alive()
+
+
+def test_queries_waiting_together_are_embedded_as_one_batch(use_embedder: Any) -> None:
+    calls: list[int] = []
+
+    class Counting:
+        name, dim = use_embedder.name, use_embedder.dim
+
+        def embed_queries(self, texts: Sequence[str]) -> Any:
+            calls.append(len(texts))
+            return use_embedder.embed_queries(texts)
+
+        def embed_passages(self, texts: Sequence[str]) -> Any:
+            return use_embedder.embed_passages(texts)
+
+    counting = Counting()
+    assert _embedded_together(counting, QUERIES[:1]) is counting  # nothing to batch
+    prepared = _embedded_together(counting, [*QUERIES, MatchQuery("  ")])  # an empty one left out
+    assert calls == [len(QUERIES)]
+    for query in QUERIES:
+        text = " ".join(query.text.split())
+        assert prepared.embed_queries([text]) == pytest.approx(use_embedder.embed_queries([text]), abs=1e-6)
+    assert calls == [len(QUERIES)]  # answered from the batch
+    prepared.embed_queries(["something else"])
+    assert calls == [len(QUERIES), 1]
