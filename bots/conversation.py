@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from concierge.reach import Reach
 from concierge.redis_keys import entity_key
@@ -47,11 +48,15 @@ def state_key(reach: Reach) -> str:
 
 class ConversationStore:
     def __init__(self, redis: aioredis.Redis, ttl_seconds: int) -> None:
-        self._redis = redis
+        self.redis = redis
         self._ttl = ttl_seconds
 
     async def load(self, reach: Reach) -> Conversation:
-        return Conversation.from_json(await self._redis.get(state_key(reach)))
+        return Conversation.from_json(await self.redis.get(state_key(reach)))
+
+    def queue_load(self, pipe: Pipeline, reach: Reach) -> None:
+        """Read the state in a pipeline shared with the turn's other reads (`from_json` it)."""
+        pipe.get(state_key(reach))
 
     async def save(self, reach: Reach, conversation: Conversation) -> None:
-        await self._redis.set(state_key(reach), conversation.to_json(), ex=self._ttl)
+        await self.redis.set(state_key(reach), conversation.to_json(), ex=self._ttl)

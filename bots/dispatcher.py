@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from dataclasses import replace
 from typing import Protocol
 
 import structlog
 
-from bots.conversation import ConversationStore
+from bots.conversation import Conversation, ConversationStore
 from bots.dialogue import Dialogue
 from bots.events import Incoming, Reply
 from bots.rate_limit import RateLimiter, Verdict
@@ -46,34 +47,47 @@ class Dispatcher:
     def unregister(self, channel: Channel) -> None:
         self._outboxes.pop(channel, None)
 
-    async def handle(self, event: Incoming, direct: Outbox | None = None) -> list[Reply]:
+    async def handle(
+        self, event: Incoming, direct: Outbox | None = None, *, community_key: str | None = None
+    ) -> list[Reply]:
         """One turn. Replies to the sender go to `direct` when given (a group chat, a Discord
-        interaction: where they wrote from); everyone else's go to their channel's outbox."""
-        verdict = await self._limiter.check(event.reach)
-        if verdict is Verdict.DROP:
-            return []
-        if verdict is Verdict.WARN:
-            language = negotiate([event.locale]) if event.locale else "en"
-            reply = Reply(event.reach, self.dialogue.t("bot.rate_limited", language))
-            await self.deliver([reply], event, direct)
-            return [reply]
+        interaction: where they wrote from); everyone else's go to their channel's outbox.
+        `community_key`: a Redis string naming the community when the event does not (where
+        the sender came from before, as the channel remembers it)."""
         key = str(event.reach)
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
+        replies: list[Reply] = []
         async with lock:
-            conversation = await self._store.load(event.reach)
-            try:
-                replies = await self.dialogue.handle(event, conversation)
-            except Exception as exc:  # a failure of ours: say so rather than stay silent
-                log.exception(
-                    "turn failed", channel=event.channel.value, kind=event.kind.value, error=repr(exc)
-                )
-                language = negotiate([event.locale]) if event.locale else "en"
-                replies = [Reply(event.reach, self.dialogue.t("bot.error", language))]
-            else:
-                await self._store.save(event.reach, conversation)
+            # The count, the conversation and the remembered community in one round trip: each
+            # round trip costs this process more CPU than the commands cost Redis.
+            async with self._store.redis.pipeline(transaction=False) as pipe:
+                self._limiter.count(pipe, event.reach)
+                self._store.queue_load(pipe, event.reach)
+                if community_key is not None:
+                    pipe.get(community_key)
+                count, _, state, *remembered = await pipe.execute()
+            verdict = self._limiter.verdict(count)
+            if verdict is Verdict.ALLOW:
+                if remembered and remembered[0] is not None and event.community is None:
+                    value = remembered[0]
+                    event = replace(event, community=value.decode() if isinstance(value, bytes) else value)
+                replies = await self._turn(event, Conversation.from_json(state))
+        if verdict is Verdict.WARN:
+            language = negotiate([event.locale]) if event.locale else "en"
+            replies = [Reply(event.reach, self.dialogue.t("bot.rate_limited", language))]
         await self.deliver(replies, event, direct)
+        return replies
+
+    async def _turn(self, event: Incoming, conversation: Conversation) -> list[Reply]:
+        try:
+            replies = await self.dialogue.handle(event, conversation)
+        except Exception as exc:  # a failure of ours: say so rather than stay silent
+            log.exception("turn failed", channel=event.channel.value, kind=event.kind.value, error=repr(exc))
+            language = negotiate([event.locale]) if event.locale else "en"
+            return [Reply(event.reach, self.dialogue.t("bot.error", language))]
+        await self._store.save(event.reach, conversation)
         return replies
 
     async def deliver(

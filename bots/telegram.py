@@ -157,15 +157,9 @@ class TelegramChannel:
             return
         user = query.from_user
         event = Incoming(
-            Channel.TELEGRAM,
-            str(user.id),
-            user.full_name,
-            Kind.PRESS,
-            query.data,
-            locale=user.language_code,
-            community=await self._remembered_community(user.id),
+            Channel.TELEGRAM, str(user.id), user.full_name, Kind.PRESS, query.data, locale=user.language_code
         )
-        await self._dispatcher.handle(event)
+        await self._dispatcher.handle(event, community_key=_chat_key(user.id, "community"))
 
     async def _on_message(self, message: Message) -> None:
         user = message.from_user
@@ -180,12 +174,13 @@ class TelegramChannel:
         user = message.from_user
         assert user is not None
         text = message.text
-        community = await self._remembered_community(user.id)
-        base = {"locale": user.language_code, "community": community}
+        # The group they came from, if any: the dispatcher reads it with the conversation.
+        remembered = _chat_key(user.id, "community")
+        base: dict[str, str | None] = {"locale": user.language_code, "community": None}
         if text is None:
             what = "sticker" if message.sticker else "file"
             event = _event(user, Kind.UNSUPPORTED, what, base)
-            await self._dispatcher.handle(event)
+            await self._dispatcher.handle(event, community_key=remembered)
             return
         if _is_command(message):
             name = _command_name(text)
@@ -195,7 +190,7 @@ class TelegramChannel:
             kind = Kind.COMMAND
         else:
             kind = Kind.TEXT
-        await self._dispatcher.handle(_event(user, kind, text, base))
+        await self._dispatcher.handle(_event(user, kind, text, base), community_key=remembered)
 
     async def _deep_link(self, message: Message, payload: str) -> None:
         """/start ask<group id>: the customer came from a group; go on with what they asked there."""
@@ -254,10 +249,6 @@ class TelegramChannel:
             texts("bot.group.moved", language, link=link),
             InlineKeyboardMarkup([[InlineKeyboardButton(texts("bot.group.button", language), url=link)]]),
         )
-
-    async def _remembered_community(self, user_id: int) -> str | None:
-        value = await self._redis.get(_chat_key(user_id, "community"))
-        return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
 
     # ------------------------------------------------------------------ outgoing
 

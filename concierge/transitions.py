@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from concierge.database import write
@@ -34,6 +34,8 @@ from concierge.money import Money
 from concierge.pricing import PricingMode
 
 _REQUEST_COLUMNS = tuple(HelpRequest.__mapper__.column_attrs)
+_INSERT_REQUEST = insert(HelpRequest)
+_ADOPT_LOCALE = update(Person).where(Person.id == bindparam("person")).values(locale=bindparam("language"))
 
 
 class Lifecycle:
@@ -80,9 +82,9 @@ class Lifecycle:
         # Plain SQL in one transaction: every request a customer sends passes here, and the
         # ORM's unit of work cost more than the insert itself.
         def insert_request(db: Connection) -> None:
-            db.execute(insert(HelpRequest), [row])
+            db.execute(_INSERT_REQUEST, [row])
             if customer_locale is not None:
-                db.execute(update(Person).where(Person.id == customer_id).values(locale=customer_locale))
+                db.execute(_ADOPT_LOCALE, {"person": customer_id, "language": customer_locale})
 
         await write(self._sessions, insert_request)
         return request
