@@ -436,7 +436,13 @@ class Dialogue:
             out.append(self.t.say(person, "bot.sessions.none"))
             return
         body = "\n".join(self.t.session_line(line, person.locale, person.time_zone) for line in lines)
-        out.append(Reply(reach_or_fail(person), self.t("bot.sessions.title", person.locale) + "\n" + body))
+        buttons = tuple(
+            (Button(self.t("bot.room.join_with", person.locale, name=line.other), url=line.room_link),)
+            for line in lines
+            if line.room_link
+        )
+        title = self.t("bot.sessions.title", person.locale)
+        out.append(Reply(reach_or_fail(person), f"{title}\n{body}", buttons=buttons))
 
     async def _profile(
         self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]

@@ -325,6 +325,11 @@ class Concierge:
         for session, text in rows:
             as_customer = session.customer_id == person.id
             other = names.get(session.expert_id) if as_customer else customers.get(session.customer_id)
+            link = None
+            if self._rooms is not None and session.state in (State.READY, State.LIVE):
+                # So a lost message or a dropped call is never the end: /sessions has the link again.
+                links = await self._rooms.links_for(session.id)
+                link = links.customer if as_customer else links.expert
             lines.append(
                 SessionLine(
                     session.id,
@@ -334,6 +339,7 @@ class Concierge:
                     text,
                     session.created_at,
                     session.pricing,
+                    link,
                 )
             )
         return lines

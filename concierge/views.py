@@ -139,3 +139,4 @@ class SessionLine:
     text: str
     created_at: datetime
     pricing: Pricing
+    room_link: str | None = None  # the reader's own link while the session can be joined

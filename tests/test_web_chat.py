@@ -93,12 +93,12 @@ async def test_customer_and_expert_complete_the_flow_in_two_tabs(
         assert "Your video room is ready" in accepted["text"]
         assert "recorded" not in accepted["text"]  # an adult customer
 
-        await customer.say("/sessions")
-        await customer.wait_text("ready to start")
-
         # Each gets their own link to the same room; both join with real media; hang-up ends it.
         links = [link_button(message, "Join the video call") for message in (accepted, won)]
         assert links[0] != links[1]
+        await customer.say("/sessions")
+        listed = await customer.wait_text("ready to start")
+        assert link_button(listed, "Join the video call with Wes") == links[0]  # the link again
         assert all("/r/" in link for link in links)
         paths = [urlsplit(link).path for link in links]
         async with aiohttp.ClientSession() as http:
