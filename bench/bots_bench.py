@@ -139,14 +139,50 @@ class Driver:
         self.token, self.base_url = self._connection.recv()
 
     async def run(self, kind: str) -> tuple[dict[str, float], dict[str, int]]:
+        roles = self._roles()
+        before = {role: sum(map(cpu_seconds, pids)) for role, pids in roles.items()}
         self._connection.send(kind)
         result = await asyncio.to_thread(self._connection.recv)
         kinds = await asyncio.to_thread(self._connection.recv)
+        for role, pids in roles.items():
+            result[f"cpu {role}"] = (sum(map(cpu_seconds, pids)) - before[role]) / N * 1000
         return result, kinds
+
+    def _roles(self) -> dict[str, list[int]]:
+        """Where the CPU goes: this process, its helpers (the matcher, an embedded Redis), the driver."""
+        roles: dict[str, list[int]] = {"bot": [os.getpid()], "matcher": [], "Redis": []}
+        for pid, command in children(os.getpid()):
+            if pid == self._process.pid or "resource_tracker" in command:
+                continue
+            roles["Redis" if "redis-server" in command else "matcher"].append(pid)
+        roles["simulated Telegram"] = [self._process.pid] if self._process.pid else []
+        return roles
 
     def close(self) -> None:
         self._connection.send("stop")
         self._process.join(30)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux's /proc; 0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(parent: int) -> list[tuple[int, str]]:
+    """(pid, command line) of a process's children (Linux's /proc; none elsewhere)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                found.append((int(stat.parent.name), command))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
 
 
 async def echo_floor(driver: Driver) -> dict[str, float]:
@@ -231,8 +267,14 @@ def main() -> None:
     print(f"{'path':<12}{'requests/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
     for name, r in (("echo", echo), ("concierge", concierge)):
         print(f"{name:<12}{r['per_second']:>12.0f}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}")
+    print(f"\nCPU per request (ms){'bot':>8}{'matcher':>9}{'Redis':>7}{'simulated Telegram':>20}")
+    for name, r in (("echo", echo), ("concierge", concierge)):
+        print(
+            f"{name:<20}{r['cpu bot']:>8.2f}{r['cpu matcher']:>9.2f}{r['cpu Redis']:>7.2f}"
+            f"{r['cpu simulated Telegram']:>20.2f}"
+        )
     ratio = echo["per_second"] / concierge["per_second"]
-    print(f"concierge answers {kinds}")
+    print(f"\nconcierge answers {kinds}")
     print(
         f"concierge costs {ratio:.2f}x the echo floor (target ≤ 3x); "
         f"{concierge['per_second']:.0f} requests/s (target ≥ 200 on 2 cores)"
