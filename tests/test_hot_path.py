@@ -5,24 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
+import redis.asyncio as aioredis
 from sqlalchemy import Connection, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bots.conversation import Conversation, ConversationStore
+from bots.dispatcher import Dispatcher
+from bots.events import Incoming, Kind, Reply
+from bots.rate_limit import RateLimiter
 from concierge.database import read, write
 from concierge.errors import ConfigError
 from concierge.lifecycle import State
 from concierge.matching import MatcherProcess, _embedded_together
-from concierge.model import HelpRequest, Person
+from concierge.model import Channel, HelpRequest, Person
+from concierge.redis_keys import entity_key
 from concierge.transitions import Lifecycle
 from knowledge.taxonomy import load_taxonomy
 from matcher.embedders import create_embedder
@@ -228,3 +237,62 @@ def test_queries_waiting_together_are_embedded_as_one_batch(use_embedder: Any) -
     assert calls == [len(QUERIES)]  # answered from the batch
     prepared.embed_queries(["something else"])
     assert calls == [len(QUERIES), 1]
+
+
+# ---------------------------------------------------------------- one Redis round trip per turn start
+
+
+class Recording:
+    """A dialogue that notes what it was handed and moves the conversation on."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[Incoming, Conversation]] = []
+
+    async def handle(self, event: Incoming, conversation: Conversation) -> list[Reply]:
+        self.seen.append((event, replace(conversation)))
+        conversation.step = f"after {len(self.seen)}"
+        return [Reply(event.reach, f"turn {len(self.seen)}")]
+
+    def t(self, key: str, language: str, **values: object) -> str:
+        return key
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self.delivered: list[Reply] = []
+
+    async def deliver(self, reply: Reply) -> None:
+        self.delivered.append(reply)
+
+
+async def test_a_turn_starts_with_the_count_the_conversation_and_the_remembered_group(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bots.rate_limit.time", SimpleNamespace(time=lambda: 1_000_000.0))  # one minute
+    redis: Any = aioredis.Redis.from_url(redis_url)
+    user = f"u{secrets.token_hex(4)}"
+    remembered = entity_key("chat", f"telegram.{user}", "community")
+    dialogue, outbox = Recording(), Outbox()
+    dispatcher = Dispatcher(
+        cast(Any, dialogue), ConversationStore(redis, 60), RateLimiter(redis, per_minute=3)
+    )
+    dispatcher.register(Channel.TELEGRAM, outbox)
+    event = Incoming(Channel.TELEGRAM, user, "Mo", Kind.TEXT, "my printer")
+    try:
+        await dispatcher.handle(event, community_key=remembered)  # nothing remembered yet
+        await redis.set(remembered, "-100123", ex=60)
+        await dispatcher.handle(event, community_key=remembered)
+        await dispatcher.handle(replace(event, community="-100999"), community_key=remembered)
+        assert [seen.community for seen, _ in dialogue.seen] == [None, "-100123", "-100999"]
+        # Each turn saw what the one before saved.
+        assert [conversation.step for _, conversation in dialogue.seen] == ["idle", "after 1", "after 2"]
+        assert [reply.text for reply in outbox.delivered] == ["turn 1", "turn 2", "turn 3"]
+        # Over the limit: told once, then ignored, the conversation untouched.
+        await dispatcher.handle(event, community_key=remembered)
+        assert await dispatcher.handle(event, community_key=remembered) == []
+        assert len(dialogue.seen) == 3
+        assert outbox.delivered[-1].text == "bot.rate_limited"
+        stored = await ConversationStore(redis, 60).load(event.reach)
+        assert stored.step == "after 3"
+    finally:
+        await redis.aclose()
