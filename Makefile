@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: run test lint format fresh-check clean bench-import bench-matcher eval-matcher bench-bots
+.PHONY: run test lint format fresh-check clean bench-import bench-matcher eval-matcher bench-bots bench-gateway
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Concierge needs Python 3.11 or newer: make PYTHON=python3.11 ...")'
@@ -56,3 +56,6 @@ bench-matcher: $(VENV)/.installed-test
 
 bench-bots: $(VENV)/.installed-test
 	$(BIN)/python -m bench.bots_bench
+
+bench-gateway: $(VENV)/.installed-test
+	$(BIN)/python -m bench.gateway_bench
