@@ -22,6 +22,8 @@ log = structlog.get_logger("concierge.app")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+REDIS_CONNECTIONS = 200
+
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
@@ -54,7 +56,10 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         url = await embedded.start()
         app[EMBEDDED_REDIS] = embedded
         log.info("embedded redis started", pid=embedded.pid, socket=str(embedded.socket_path))
-    app[REDIS] = aioredis.Redis.from_url(url)
+    # A blocking pool: past its size a command waits for a free connection instead of failing
+    # (redis-py's default pool raises MaxConnectionsError, which a busy gateway hit).
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=REDIS_CONNECTIONS, timeout=10)
+    app[REDIS] = aioredis.Redis.from_pool(pool)
     try:
         yield
     finally:

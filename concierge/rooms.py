@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import date, datetime
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.quotes import DEFAULT_MAX_MINUTES
 from concierge.config import RoomMedia, Settings
+from concierge.database import write
 from concierge.errors import ConciergeError, DomainError, IllegalTransition
 from concierge.lifecycle import State
 from concierge.model import Expert, HelpRequest, Person, Session
@@ -78,6 +80,16 @@ class SqlRoomBook:
                 .values(state=state, billed_seconds=billed_seconds)
             )
 
+    async def progress_many(self, updates: Sequence[tuple[str, MeterState, int]]) -> None:
+        rows = [{"room": room_id, "state": state, "billed": billed} for room_id, state, billed in updates]
+
+        def update_all(db: Connection) -> None:
+            db.execute(_PROGRESS, rows)
+
+        # One plain-SQL statement for every live room (through the ORM, ~2.5 ms of CPU per room;
+        # through aiosqlite's thread, more CPU and no fewer late ticks: make bench-gateway).
+        await write(self._sessions, update_all)
+
     async def finish(
         self,
         room_id: str,
@@ -100,6 +112,13 @@ class SqlRoomBook:
                 )
             )
         return bool(getattr(result, "rowcount", 0))
+
+
+_PROGRESS = (
+    update(Room)
+    .where(Room.id == bindparam("room"), Room.state != MeterState.ENDED)
+    .values(state=bindparam("state"), billed_seconds=bindparam("billed"))
+)
 
 
 def _record(row: Room) -> RoomRecord:

@@ -50,6 +50,7 @@ async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         recordings_dir=settings.data_dir / RECORDINGS,
     )
     app[GATEWAY] = gateway
+    gateway.start()
     app[SESSION_ROOMS] = SessionRooms(app[SESSIONS], room_opener(settings, book))
     consumer = RoomEventConsumer(app[SESSIONS], stream, consumer=f"{socket.gethostname()}-{os.getpid()}")
     stop = asyncio.Event()

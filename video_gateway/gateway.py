@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+
+import structlog
 
 from video_gateway.errors import LinkRefused, RefusalReason
 from video_gateway.events import RoomEventSink
@@ -17,6 +20,13 @@ from video_gateway.meter import Meter, MeterState
 from video_gateway.meter_store import MeterStore
 from video_gateway.rooms import RelayMethod, RoomBook, RoomRecord
 from video_gateway.seat import Outlet, Seat
+
+log = structlog.get_logger("video_gateway.gateway")
+
+TICK_SECONDS = 0.25
+STEPS_PER_SECOND = 4
+# The durable record follows live meters this closely, in seconds (Redis has them every second).
+PROGRESS_SECONDS = 5
 
 
 class Gateway:
@@ -42,6 +52,57 @@ class Gateway:
         self._clock = clock
         self.rooms: dict[str, LiveRoom] = {}
         self._lock = asyncio.Lock()
+        self._clock_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._clock_task = asyncio.create_task(self._run_clock(), name="room-clock")
+
+    async def _run_clock(self) -> None:
+        """One clock for every room of this process: metering steps, ticks, and the meters
+        saved in one Redis pipeline a second (one task and one write per room would cost more
+        than the rooms themselves)."""
+        steps = 0
+        due = time.monotonic()
+        while True:
+            # On an absolute schedule, so that ticks stay a second apart however long a step took.
+            due += TICK_SECONDS
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                due = time.monotonic()  # fell behind: carry on from now rather than rush to catch up
+            now = time.monotonic()
+            rooms = list(self.rooms.values())
+            for room in rooms:
+                try:
+                    room.step(now)
+                except Exception:  # one room's bug must not stop every other room's clock
+                    log.exception("room step failed", room=room.id)
+            steps += 1
+            if steps % STEPS_PER_SECOND:
+                continue
+            for room in rooms:
+                try:
+                    room.second(now)
+                except Exception:
+                    log.exception("room second failed", room=room.id)
+            await self._save(rooms, progress=steps % (STEPS_PER_SECOND * PROGRESS_SECONDS) == 0)
+
+    async def _save(self, rooms: list[LiveRoom], *, progress: bool) -> None:
+        changed = [room for room in rooms if room.unsaved()]
+        try:
+            if changed:
+                await self._meters.save_many([(room.id, room.meter) for room in changed])
+                for room in changed:
+                    room.saved()
+            if progress:
+                live = [room for room in rooms if room.meter.state is MeterState.LIVE]
+                if live:
+                    await self.book.progress_many(
+                        [(room.id, room.meter.state, room.meter.billed_seconds) for room in live]
+                    )
+        except Exception as exc:  # Redis or the database away: the next second tries again
+            log.warning("saving room meters failed", rooms=len(changed), error=repr(exc))
 
     async def admit(self, token: str) -> tuple[LinkClaims, RoomRecord]:
         """The link's claims and room, or LinkRefused (forged, expired or ended: opens nothing)."""
@@ -90,7 +151,6 @@ class Gateway:
             on_closed=self._forget,
         )
         self.rooms[room_id] = room
-        room.start()
         return room
 
     async def _forget(self, room: LiveRoom) -> None:
@@ -99,5 +159,10 @@ class Gateway:
 
     async def close(self) -> None:
         """Shutdown (not the end of anyone's call): meters are saved, rooms continue on restart."""
+        if self._clock_task is not None:
+            self._clock_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._clock_task
+            self._clock_task = None
         for room in list(self.rooms.values()):
             await room.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -26,15 +25,12 @@ from video_gateway.signalling import Hangup, Offer, Pong, Signal, Stats, dump, p
 
 log = structlog.get_logger("video_gateway.room")
 
-TICK_SECONDS = 0.25
 # Media counts as flowing while it has been seen this recently; a second of silence pauses.
 FLOWING_WITHIN_SECONDS = 1.0
 # The page reports once a second; two missed reports and its side counts as stopped.
 REPORT_WITHIN_SECONDS = 2.5
 PING_SECONDS = 2.0
 SILENT_CONTROL_SECONDS = 8.0
-# The durable record follows the meter this closely (Redis has every second).
-PROGRESS_SECONDS = 5.0
 
 
 class LiveRoom:
@@ -69,10 +65,10 @@ class LiveRoom:
         self._recording_failed = False
         # The first file of this room's recording, relative to the data dir (later parts share its stem).
         self._recording_name = f"{recordings_dir.name}/{record.id}.mkv"
-        self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._background: set[asyncio.Future[None]] = set()
         self.offers_answered = 0  # renegotiations show here (screen sharing must not cause any)
+        self._saved: tuple[int, MeterState, bool] = (meter.billed_ms, meter.state, meter.warned)
 
     @property
     def id(self) -> str:
@@ -81,9 +77,6 @@ class LiveRoom:
     @property
     def relay(self) -> bool:
         return self.record.mode is MediaMode.RELAY
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"room {self.id}")
 
     # ------------------------------------------------------------------ people
 
@@ -270,42 +263,37 @@ class LiveRoom:
     def _present(self) -> list[Seat]:
         return [seat for seat in self.seats.values() if seat is not None]
 
-    async def _run(self) -> None:
-        last_second = last_ping = last_progress = time.monotonic()
-        try:
-            while not self._closing:
-                await asyncio.sleep(TICK_SECONDS)
-                now = time.monotonic()
-                for role in Role:
-                    self._silence_check(role, now)
-                    self._update_flow(role, now)
-                self._apply(self.meter.advance(now))
-                if self.meter.state is MeterState.ENDED:
-                    break
-                if now - last_second >= 1.0:
-                    last_second = now
-                    await self._meters.save(self.id, self.meter)
-                    if self.meter.state is MeterState.LIVE and now - last_progress >= PROGRESS_SECONDS:
-                        last_progress = now
-                        await self._book.progress(self.id, self.meter.state, self.meter.billed_seconds)
-                    tick = dump(
-                        "tick", billed_seconds=self.meter.billed_seconds, state=self.meter.state.value
-                    )
-                    for seat in self._present():
-                        seat.tell(tick)
-                    if (
-                        self.meter.state is MeterState.WAITING
-                        and self._clock() >= self.record.links_expire_at
-                    ):
-                        await self.end(EndReason.EXPIRED)
-                if now - last_ping >= PING_SECONDS:
-                    last_ping = now
-                    for seat in self._present():
-                        seat.tell(dump("ping", t=round(time.time() * 1000)))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("room clock failed", room=self.id)
+    # ------------------------------------------------------------------ clock (the gateway drives it)
+
+    def step(self, now: float) -> None:
+        """A quarter of a second: who is flowing, the meter, connections gone silent."""
+        if self._closing or self.meter.ended:
+            return
+        for role in Role:
+            self._silence_check(role, now)
+            self._update_flow(role, now)
+        self._apply(self.meter.advance(now))
+
+    def second(self, now: float) -> None:
+        """Once a second: the timer to both pages, a ping to a page not heard from lately, and
+        the end of a room nobody started before its links expired."""
+        if self._closing or self.meter.ended:
+            return
+        tick = dump("tick", billed_seconds=self.meter.billed_seconds, state=self.meter.state.value)
+        for seat in self._present():
+            seat.tell(tick)
+            # A page in direct mode reports every second, which is heartbeat enough.
+            if now - seat.last_heard >= PING_SECONDS:
+                seat.tell(dump("ping", t=round(time.time() * 1000)))
+        if self.meter.state is MeterState.WAITING and self._clock() >= self.record.links_expire_at:
+            self._spawn(self.end(EndReason.EXPIRED))
+
+    def unsaved(self) -> bool:
+        """Whether the meter moved since it was last saved (idle rooms cost no Redis writes)."""
+        return self._saved != (self.meter.billed_ms, self.meter.state, self.meter.warned)
+
+    def saved(self) -> None:
+        self._saved = (self.meter.billed_ms, self.meter.state, self.meter.warned)
 
     def _silence_check(self, role: Role, now: float) -> None:
         """A gateway connection that stopped answering pings is treated as gone."""
@@ -376,10 +364,6 @@ class LiveRoom:
         if self._closing:
             return
         self._closing = True
-        if self._task is not None and self._task is not asyncio.current_task():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
         if self.meter.state is not MeterState.ENDED:
             self._apply(self.meter.advance(time.monotonic()))
             await self._meters.save(self.id, self.meter)

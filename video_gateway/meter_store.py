@@ -6,6 +6,7 @@ where it was: at most the last second is lost.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -28,17 +29,22 @@ class MeterStore:
         self._redis = redis
 
     async def save(self, room_id: str, meter: Meter) -> None:
-        key = room_key(room_id, "meter")
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                key,
-                mapping={
-                    "billed_ms": meter.billed_ms,
-                    "state": meter.state.value,
-                    "warned": int(meter.warned),
-                },
-            )
-            pipe.expire(key, _KEEP_SECONDS)
+        await self.save_many([(room_id, meter)])
+
+    async def save_many(self, meters: Sequence[tuple[str, Meter]]) -> None:
+        """Every room's meter in one round trip (rooms span hash slots: no MULTI across them)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for room_id, meter in meters:
+                key = room_key(room_id, "meter")
+                pipe.hset(
+                    key,
+                    mapping={
+                        "billed_ms": meter.billed_ms,
+                        "state": meter.state.value,
+                        "warned": int(meter.warned),
+                    },
+                )
+                pipe.expire(key, _KEEP_SECONDS)
             await pipe.execute()
 
     async def load(self, room_id: str) -> SavedMeter | None:

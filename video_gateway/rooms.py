@@ -8,6 +8,7 @@ The gateway never imports the core; the core hands it a book.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -84,6 +85,9 @@ class RoomBook(Protocol):
     async def progress(self, room_id: str, state: MeterState, billed_seconds: int) -> None:
         """The room went live, paused or resumed (not called every second: Redis has that)."""
 
+    async def progress_many(self, updates: Sequence[tuple[str, MeterState, int]]) -> None:
+        """Live rooms' billed seconds every few seconds, in one write."""
+
     async def finish(
         self,
         room_id: str,
@@ -113,6 +117,10 @@ class MemoryRoomBook:
         room = self.rooms[room_id]
         if not room.ended:
             self.rooms[room_id] = replace(room, state=state, billed_seconds=billed_seconds)
+
+    async def progress_many(self, updates: Sequence[tuple[str, MeterState, int]]) -> None:
+        for room_id, state, billed_seconds in updates:
+            await self.progress(room_id, state, billed_seconds)
 
     async def finish(
         self,
