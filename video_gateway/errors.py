@@ -24,6 +24,10 @@ class LinkRefused(GatewayError):
         self.language = language
 
 
+class RoomClosing(GatewayError):
+    """This process is letting the room go (shutting down): the page should reconnect."""
+
+
 class SignallingError(GatewayError):
     """A frame from a browser that the protocol does not allow; `code` goes back to it."""
 

@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection
 
-from video_gateway.errors import SignallingError
+from video_gateway.errors import LinkRefused, RefusalReason, RoomClosing, SignallingError
 from video_gateway.events import RoomEvent, RoomEventSink
 from video_gateway.forwarding import Source
 from video_gateway.links import Role
@@ -82,6 +82,10 @@ class LiveRoom:
 
     async def join(self, role: Role, outlet: Outlet) -> Seat:
         """Seat a participant; an earlier connection of the same participant is replaced."""
+        if self.meter.ended:
+            raise LinkRefused(RefusalReason.ENDED, self.record.participant(role).language)
+        if self._closing:
+            raise RoomClosing(self.id)
         old = self.seats[role]
         seat = Seat(role, outlet, relay=self.relay, method=self._relay_method)
         self.seats[role] = seat

@@ -14,10 +14,10 @@ from functools import cache
 from importlib.resources import files
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from knowledge.i18n import Catalogues, load_catalogues, negotiate
-from video_gateway.errors import LinkRefused, SignallingError
+from video_gateway.errors import LinkRefused, RoomClosing, SignallingError
 from video_gateway.gateway import Gateway
 from video_gateway.live_room import LiveRoom
 from video_gateway.seat import Seat
@@ -135,6 +135,10 @@ async def room_socket(request: web.Request) -> web.StreamResponse:
     except LinkRefused:
         await socket.send_str(dump("ended", reason="ended", billed_seconds=0))
         await socket.close()
+        return socket
+    except RoomClosing:
+        # 1012 "service restart": the page shows the connection lost and offers to rejoin.
+        await socket.close(code=WSCloseCode.SERVICE_RESTART)
         return socket
     try:
         await _serve(socket, room, seat, claims.language)
