@@ -11,21 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.quotes import DEFAULT_MAX_MINUTES
 from concierge.config import RoomMedia, Settings
 from concierge.database import write
-from concierge.errors import ConciergeError, DomainError, IllegalTransition
+from concierge.errors import DomainError, IllegalTransition
 from concierge.lifecycle import State
 from concierge.model import Expert, HelpRequest, Person, Session
 from concierge.model.room import Room
+from concierge.people import AgeGate, age_gate
 from concierge.pricing import PricingMode
 from concierge.transitions import Lifecycle
+from knowledge.i18n import negotiate
 from video_gateway.events import RoomEvent, RoomEventStream
 from video_gateway.links import LinkSigner
 from video_gateway.meter import EndReason, MeterState
@@ -34,7 +37,6 @@ from video_gateway.rooms import MediaMode, Participant, RoomBook, RoomRecord, Ta
 
 log = structlog.get_logger("concierge.rooms")
 
-ADULT_AGE = 18
 CONSUMER_GROUP = "core"
 
 
@@ -158,10 +160,6 @@ def room_opener(settings: Settings, book: RoomBook) -> RoomOpener:
     )
 
 
-def age_on(birth: date, day: date) -> int:
-    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
-
-
 class SessionRooms:
     """A ready session's room: opened once, the same links handed out again when asked."""
 
@@ -182,8 +180,8 @@ class SessionRooms:
             assert customer is not None
         if existing is not None:
             return self._opener.links(_record(existing))
-        today = datetime.now().date()
-        minor = customer.birth_date is not None and age_on(customer.birth_date, today) < ADULT_AGE
+        # Customers under 18 are always recorded (and so relayed).
+        minor = age_gate(customer, datetime.now(UTC).date()) is AgeGate.MINOR
         pricing = session.pricing
         budget = DEFAULT_MAX_MINUTES * 60 if pricing.mode is PricingMode.PER_MINUTE else None
         tariff = None
@@ -192,8 +190,8 @@ class SessionRooms:
         elif pricing.mode is PricingMode.PER_SESSION:
             tariff = Tariff(pricing.currency, per_session=pricing.amount)
         request = RoomRequest(
-            customer=Participant(customer.display_name, _language(customer.locale)),
-            expert=Participant(expert.display_name, _language(expert.locale)),
+            customer=Participant(customer.display_name, negotiate([customer.locale])),
+            expert=Participant(expert.display_name, negotiate([expert.locale])),
             budget_seconds=budget,
             recorded=minor,
             session_id=session_id,
@@ -202,9 +200,7 @@ class SessionRooms:
         )
         try:
             return await self._opener.open(request)
-        except ConciergeError:
-            raise
-        except Exception as exc:  # a concurrent opener won the unique session_id: hand out its links
+        except IntegrityError as exc:  # a concurrent opener won the unique session_id: hand out its links
             async with self._sessions() as db:
                 existing = await db.scalar(select(Room).where(Room.session_id == session_id))
             if existing is None:
@@ -219,10 +215,6 @@ async def _expert_person(db: AsyncSession, session: Session) -> Person:
     person = await db.get(Person, expert.person_id)
     assert person is not None
     return person
-
-
-def _language(locale: str) -> str:
-    return (locale or "en").replace("_", "-").split("-")[0].lower()[:3] or "en"
 
 
 class RoomEventConsumer:

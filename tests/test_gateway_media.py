@@ -239,12 +239,15 @@ async def test_bad_frames_get_an_error_and_change_nothing(service: GatewayServic
                 "x" * 70_000,
             ):
                 await client.send_raw(frame)
-            await wait_until(lambda: len(client.seen.errors) == 4, what="four errors")
+            assert client.socket is not None
+            await client.socket.send_bytes(b"\x00\xff binary")
+            await wait_until(lambda: len(client.seen.errors) == 5, what="five errors")
             assert [e["code"] for e in client.seen.errors] == [
                 "malformed",
                 "unexpected",
                 "malformed",
                 "too_big",
+                "malformed",
             ]
             assert all(e["message"] for e in client.seen.errors)
             assert client.seen.ended is None

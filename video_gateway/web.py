@@ -21,7 +21,7 @@ from video_gateway.errors import LinkRefused, RoomClosing, SignallingError
 from video_gateway.gateway import Gateway
 from video_gateway.live_room import LiveRoom
 from video_gateway.seat import Seat
-from video_gateway.signalling import MAX_FRAME_BYTES, dump, parse_socket_frame
+from video_gateway.signalling import dump, parse_socket_frame
 
 log = structlog.get_logger("video_gateway.web")
 
@@ -150,15 +150,13 @@ async def room_socket(request: web.Request) -> web.StreamResponse:
 async def _serve(socket: web.WebSocketResponse, room: LiveRoom, seat: Seat, language: str) -> None:
     catalogues = load_catalogues()
     async for message in socket:
-        if message.type is WSMsgType.TEXT:
-            data: str | bytes = message.data
-        elif message.type is WSMsgType.BINARY:
-            data = b"\x00" * (MAX_FRAME_BYTES + 1) if len(message.data) > MAX_FRAME_BYTES else b"binary"
-        else:
+        if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
             break
         started = time.monotonic()
         try:
-            await room.on_socket_frame(seat, parse_socket_frame(data))
+            if message.type is WSMsgType.BINARY:
+                raise SignallingError("malformed", "the protocol is JSON text frames")
+            await room.on_socket_frame(seat, parse_socket_frame(message.data))
         except SignallingError as exc:
             text = catalogues.text(f"room.error.{exc.code}", language)
             await seat.send(dump("error", code=exc.code, message=text))
