@@ -163,7 +163,8 @@ class MatcherProcess:
         self._connection: Connection | None = None
         self._process: BaseProcess | None = None
         self._pending: deque[asyncio.Future[Any]] = deque()
-        # Few enough requests in the pipe that writing one never blocks the loop.
+        self._outbox: list[tuple[str, tuple[Any, ...]]] = []  # asked during this turn of the loop
+        # Few enough requests in the pipe that writing them never blocks the loop.
         self._window = asyncio.Semaphore(_IN_FLIGHT)
         self._starting = asyncio.Lock()
         self._ready = False  # started and holding every listing: callers wait until then
@@ -201,14 +202,14 @@ class MatcherProcess:
         assert connection is not None
         try:
             while connection.poll():
-                ok, value = connection.recv()
-                future = self._pending.popleft()
-                if future.done():
-                    continue  # its caller gave up (a cancelled turn)
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+                for ok, value in connection.recv():
+                    future = self._pending.popleft()
+                    if future.done():
+                        continue  # its caller gave up (a cancelled turn)
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
         except (EOFError, OSError):
             self._lost()
 
@@ -221,6 +222,7 @@ class MatcherProcess:
             self._connection = None
         exit_code = self._process.exitcode if self._process is not None else None
         log.warning("matcher process stopped", exit_code=exit_code, pending=len(self._pending))
+        self._outbox.clear()
         while self._pending:
             future = self._pending.popleft()
             if not future.done():
@@ -233,16 +235,30 @@ class MatcherProcess:
 
     async def _send(self, operation: str, *args: Any) -> Any:
         async with self._window:
-            connection = self._connection
-            if connection is None:
+            if self._connection is None:
                 raise MatcherError("the matcher process stopped")
-            answer = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            answer = loop.create_future()
             self._pending.append(answer)
-            try:
-                connection.send((operation, args))
-            except OSError:
-                self._lost()
+            if not self._outbox:
+                loop.call_soon(self._flush)
+            self._outbox.append((operation, args))
             return await answer
+
+    def _flush(self) -> None:
+        """Everything asked during one turn of the loop, in one message.
+
+        Each message wakes the other process, and on these virtual machines a wake-up across
+        cores cost more CPU than pickling the request: under load several turns ask during
+        one turn of the loop, and the answers of a batch come back together the same way."""
+        asked, self._outbox = self._outbox, []
+        connection = self._connection
+        if connection is None or not asked:
+            return  # lost meanwhile: `_lost` failed their futures
+        try:
+            connection.send(asked)
+        except OSError:
+            self._lost()
 
     def listing(self, listing_id: str) -> Listing | None:
         return self._listings.get(listing_id)
@@ -280,6 +296,7 @@ class MatcherProcess:
             if process.is_alive():
                 process.kill()
                 await asyncio.to_thread(process.join, 5)
+        self._outbox.clear()
         while self._pending:
             future = self._pending.popleft()
             if not future.done():
@@ -293,27 +310,28 @@ def _serve(connection: Connection, factory: Callable[[], Matcher]) -> None:
         matcher = factory()
         warm_up(matcher)
     except Exception as exc:  # said to the service, which stops with it
-        connection.send((False, _sendable(exc)))
+        connection.send([(False, _sendable(exc))])
         return
-    connection.send((True, None))
+    connection.send([(True, None)])
     own = matcher.embedder
     while True:
         try:
-            requests = [connection.recv()]
+            requests = connection.recv()
             while len(requests) < _BATCH and connection.poll():
-                requests.append(connection.recv())
+                requests.extend(connection.recv())
         except (EOFError, OSError):
             return
         matcher.embedder = _embedded_together(own, [args[0] for op, args in requests if op == "match"])
+        answers = []
         try:
             for operation, args in requests:
                 try:
-                    answer = (True, getattr(matcher, operation)(*args))
+                    answers.append((True, getattr(matcher, operation)(*args)))
                 except Exception as exc:  # one bad request must not stop the others
-                    answer = (False, _sendable(exc))
-                connection.send(answer)
+                    answers.append((False, _sendable(exc)))
         finally:
             matcher.embedder = own
+        connection.send(answers)
 
 
 def _embedded_together(embedder: Embedder, queries: list[MatchQuery]) -> Embedder:
