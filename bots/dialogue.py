@@ -18,12 +18,23 @@ from bots.parsing import parse_birth_date
 from bots.texts import Texts, reach_or_fail
 from concierge.claims import AlreadyTaken
 from concierge.errors import DomainError, InviteRefused, NotFound
+from concierge.lifecycle import State
 from concierge.linking import LinkRefused
 from concierge.onboarding import ListingRefused
 from concierge.people import AgeGate
 from concierge.service import Concierge
-from concierge.views import Accepted, Cancelled, NoMatch, OfferNotice, PersonView, Proposal, Queued, Round
-from knowledge.i18n import LANGUAGES, negotiate
+from concierge.views import (
+    Accepted,
+    Cancelled,
+    NoMatch,
+    OfferNotice,
+    PaymentNotice,
+    PersonView,
+    Proposal,
+    Queued,
+    Round,
+)
+from knowledge.i18n import LANGUAGES, money, negotiate
 from video_gateway.opening import RoomLinks
 
 Handler = Callable[[Incoming, PersonView, Conversation, list[Reply]], Awaitable[None]]
@@ -299,18 +310,118 @@ class Dialogue:
             text=accepted.text,
             quote=self.t.quote(accepted.quote, expert.locale, for_expert=True),
         )
-        replies = [self._with_room(won, expert, room.expert if room else None, room)]
-        replies += [
+        replies = [
             self._edit(other, f"offer:{accepted.request_id}", "bot.offer.taken") for other in accepted.taken
         ]
-        if customer.reach is not None:
-            told = self.t.say(
-                customer,
-                "bot.accepted",
-                name=expert.name,
-                quote=self.t.quote(accepted.quote, customer.locale, for_expert=False),
+        if accepted.refused is not None:
+            replies.append(replace(won, text=f"{won.text}\n{self.t('bot.pay.failed_expert', expert.locale)}"))
+            if customer.reach is not None:
+                reason = self.t(f"bot.pay.reason.{accepted.refused}", customer.locale)
+                replies.append(self.t.say(customer, "bot.pay.failed", name=expert.name, reason=reason))
+            return replies
+        if accepted.state is State.AWAITING_PAYMENT:
+            waiting = self.t("bot.pay.expert_waiting", expert.locale)
+            replies.insert(0, replace(won, text=f"{won.text}\n{waiting}"))
+        else:
+            replies.insert(0, self._with_room(won, expert, room.expert if room else None, room))
+        if customer.reach is None:
+            return replies
+        told = self.t.say(
+            customer,
+            "bot.accepted",
+            name=expert.name,
+            quote=self.t.quote(accepted.quote, customer.locale, for_expert=False),
+        )
+        if accepted.sponsor:
+            sponsored = self.t("bot.pay.sponsored", customer.locale, business=accepted.sponsor)
+            told = replace(told, text=f"{told.text}\n{sponsored}")
+        if accepted.state is State.AWAITING_PAYMENT and accepted.checkout_url:
+            total = money(accepted.quote.customer_max, accepted.quote.currency, customer.locale)
+            ask = self.t(
+                "bot.pay.customer",
+                customer.locale,
+                total=total,
+                minutes=self.concierge.settings.payment_minutes,
             )
+            button = Button(self.t("bot.pay.button", customer.locale, total=total), url=accepted.checkout_url)
+            replies.append(replace(told, text=f"{told.text}\n{ask}", buttons=((button,),)))
+        else:
             replies.append(self._with_room(told, customer, room.customer if room else None, room))
+        return replies
+
+    def payment_notices(self, notices: list[PaymentNotice]) -> list[Reply]:
+        replies: list[Reply] = []
+        for notice in notices:
+            customer, expert = notice.customer, notice.expert
+            c_lang, e_lang = customer.locale, expert.locale
+
+            def amount(value: int, language: str, notice: PaymentNotice = notice) -> str:
+                return money(value, notice.currency, language)
+
+            if notice.kind == "paid":
+                room = notice.room
+                if customer.reach is not None:
+                    paid = self.t.say(customer, "bot.pay.paid")
+                    replies.append(self._with_room(paid, customer, room.customer if room else None, room))
+                if expert.reach is not None:
+                    paid = self.t.say(expert, "bot.pay.paid_expert", name=customer.name)
+                    replies.append(self._with_room(paid, expert, room.expert if room else None, room))
+            elif notice.kind == "payment_expired":
+                if customer.reach is not None:
+                    replies.append(self.t.say(customer, "bot.pay.expired", name=expert.name))
+                if expert.reach is not None:
+                    replies.append(self.t.say(expert, "bot.pay.expired_expert", name=customer.name))
+            elif notice.kind == "settled":
+                if customer.reach is not None and notice.receipt_url:
+                    told = self.t.say(
+                        customer,
+                        "bot.settled.customer",
+                        name=expert.name,
+                        charged=amount(notice.amount, c_lang),
+                    )
+                    button = Button(self.t("bot.receipt.open", c_lang), url=notice.receipt_url)
+                    replies.append(replace(told, buttons=((button,),)))
+                if expert.reach is not None and notice.statement_url:
+                    fee = amount(notice.fee, e_lang)
+                    told = self.t.say(
+                        expert,
+                        "bot.settled.expert",
+                        name=customer.name,
+                        charged=amount(notice.amount, e_lang),
+                        payout=amount(notice.amount - notice.fee, e_lang),
+                        fee=fee,
+                    )
+                    rows = [(Button(self.t("bot.statement.open", e_lang), url=notice.statement_url),)]
+                    if notice.payout_link:
+                        told = replace(told, text=f"{told.text}\n{self.t('bot.payout.blocked', e_lang)}")
+                        rows.append((Button(self.t("bot.payout.setup", e_lang), url=notice.payout_link),))
+                    replies.append(replace(told, buttons=tuple(rows)))
+            elif notice.kind == "refund":
+                if customer.reach is not None:
+                    told = self.t.say(
+                        customer,
+                        "bot.refund.customer",
+                        name=expert.name,
+                        amount=amount(notice.amount, c_lang),
+                    )
+                    if notice.receipt_url:
+                        told = replace(
+                            told,
+                            buttons=((Button(self.t("bot.receipt.open", c_lang), url=notice.receipt_url),),),
+                        )
+                    replies.append(told)
+                if expert.reach is not None:
+                    replies.append(
+                        self.t.say(
+                            expert,
+                            "bot.refund.expert",
+                            name=customer.name,
+                            amount=amount(notice.amount, e_lang),
+                            share=amount(notice.amount - notice.fee, e_lang),
+                        )
+                    )
+            elif notice.kind == "paid_out" and expert.reach is not None:
+                replies.append(self.t.say(expert, "bot.paid_out", amount=amount(notice.amount, e_lang)))
         return replies
 
     def _with_room(self, reply: Reply, person: PersonView, link: str | None, room: RoomLinks | None) -> Reply:
@@ -440,6 +551,16 @@ class Dialogue:
             (Button(self.t("bot.room.join_with", person.locale, name=line.other), url=line.room_link),)
             for line in lines
             if line.room_link
+        )
+        buttons += tuple(
+            (Button(self.t("bot.pay.open", person.locale, name=line.other), url=line.pay_link),)
+            for line in lines
+            if line.pay_link
+        )
+        buttons += tuple(
+            (Button(self.t("bot.receipt.open_with", person.locale, name=line.other), url=line.receipt_link),)
+            for line in lines[:3]
+            if line.receipt_link
         )
         title = self.t("bot.sessions.title", person.locale)
         out.append(Reply(reach_or_fail(person), f"{title}\n{body}", buttons=buttons))

@@ -108,6 +108,7 @@ class Dispatcher:
         """Offers that ran out go to the next experts; free experts take people waiting in line."""
         concierge = self.dialogue.concierge
         await self.deliver(self.dialogue.rounds(await concierge.expire_due()))
+        await self.deliver(self.dialogue.payment_notices(await concierge.payment_notices()))
         if serve_line:
             rounds, moved = await concierge.serve_line()
             await self.deliver(self.dialogue.served(rounds) + self.dialogue.moved(moved))

@@ -32,6 +32,7 @@ from concierge.appkeys import REDIS, SESSIONS, SETTINGS
 from concierge.config import TelegramMode
 from concierge.matching import MatcherHost, MatcherProcess, build_matcher
 from concierge.model import Channel
+from concierge.payments_web import CASHIER
 from concierge.service import Concierge
 from concierge.video import SESSION_ROOMS
 from knowledge.i18n import load_catalogues
@@ -57,7 +58,9 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
         await host.close()
         raise
     log.info("matcher ready", listings=report.listings, embedded=report.embedded)
-    concierge = Concierge(settings, app[SESSIONS], app[REDIS], host, rooms=app.get(SESSION_ROOMS))
+    concierge = Concierge(
+        settings, app[SESSIONS], app[REDIS], host, rooms=app.get(SESSION_ROOMS), cashier=app.get(CASHIER)
+    )
     dialogue = Dialogue(concierge, Texts(load_catalogues()), max_chars=settings.max_message_chars)
     store = ConversationStore(app[REDIS], settings.conversation_ttl_hours * 3600)
     app[keys.MATCHER_HOST] = host

@@ -24,9 +24,11 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from billing.quotes import MinuteRounding, QuoteError, parse_category_commissions
 from concierge.errors import ConfigError
 from concierge.languages import check_language
 from concierge.money import check_currency
@@ -118,6 +120,14 @@ def _check_api_url(url: str) -> str:
     return url
 
 
+def _check_category_commissions(text: str) -> str:
+    try:
+        parse_category_commissions(text)
+    except QuoteError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
 def _check_telegram_token(token: SecretStr) -> SecretStr:
     # Telegram tokens look like 123456789:AA…; a typo here would only show as a 401 much later.
     bot_id, sep, secret = token.get_secret_value().partition(":")
@@ -192,6 +202,31 @@ class Settings(BaseSettings):
     room_link_minutes: int = Field(default=10, ge=1, le=24 * 60)
     room_grace_minutes: int = Field(default=15, ge=1, le=24 * 60)
     recording_retention_days: int = Field(default=30, ge=1, le=3650)
+    category_commission: Annotated[str, AfterValidator(_check_category_commissions)] = "health=0"
+    max_session_minutes: int = Field(default=60, ge=1, le=8 * 60)
+    minimum_minutes: int = Field(default=1, ge=0, le=60)
+    minute_rounding: MinuteRounding = MinuteRounding.STARTED_MINUTE
+    payment_minutes: int = Field(default=30, ge=30, le=24 * 60)
+    refund_window_hours: int = Field(default=72, ge=0, le=24 * 365)
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: Annotated[str, AfterValidator(_check_api_url)] | None = None
+
+    @model_validator(mode="after")
+    def _stripe_complete(self) -> Settings:
+        # Without the webhook secret no payment could ever be confirmed: refuse to start.
+        if self.stripe_api_key is not None and self.stripe_webhook_secret is None:
+            raise ValueError(
+                "CONCIERGE_STRIPE_WEBHOOK_SECRET is needed with CONCIERGE_STRIPE_API_KEY "
+                "(payments are confirmed only by signed webhooks)"
+            )
+        if self.minimum_minutes > self.max_session_minutes:
+            raise ValueError("CONCIERGE_MINIMUM_MINUTES cannot exceed CONCIERGE_MAX_SESSION_MINUTES")
+        return self
+
+    @property
+    def category_commissions(self) -> dict[str, Decimal]:
+        return parse_category_commissions(self.category_commission)
 
     @property
     def weights(self) -> Weights:

@@ -23,7 +23,7 @@ from concierge.config import RoomMedia, Settings
 from concierge.database import write
 from concierge.errors import DomainError, IllegalTransition
 from concierge.lifecycle import State
-from concierge.model import Expert, HelpRequest, Person, Session
+from concierge.model import Expert, HelpRequest, Payment, PaymentKind, Person, Session
 from concierge.model.room import Room
 from concierge.people import AgeGate, age_gate
 from concierge.pricing import PricingMode
@@ -177,13 +177,20 @@ class SessionRooms:
             existing = await db.scalar(select(Room).where(Room.session_id == session_id))
             customer = await db.get(Person, session.customer_id)
             expert = await _expert_person(db, session)
+            terms = await db.scalar(
+                select(Payment.terms).where(
+                    Payment.session_id == session_id, Payment.kind == PaymentKind.AUTHORISATION
+                )
+            )
             assert customer is not None
         if existing is not None:
             return self._opener.links(_record(existing))
         # Customers under 18 are always recorded (and so relayed).
         minor = age_gate(customer, datetime.now(UTC).date()) is AgeGate.MINOR
         pricing = session.pricing
-        budget = DEFAULT_MAX_MINUTES * 60 if pricing.mode is PricingMode.PER_MINUTE else None
+        # The call stops where the hold ends: the maximum minutes it was authorised for.
+        max_minutes = int((terms or {}).get("max_minutes", DEFAULT_MAX_MINUTES))
+        budget = max_minutes * 60 if pricing.mode is PricingMode.PER_MINUTE else None
         tariff = None
         if pricing.mode is PricingMode.PER_MINUTE:
             tariff = Tariff(pricing.currency, per_minute=pricing.amount)

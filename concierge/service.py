@@ -18,7 +18,8 @@ from sqlalchemy import Connection, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session as OrmSession
 
-from billing.quotes import quote
+from billing.invoice import InvoiceProvider
+from billing.quotes import commission_percent
 from concierge import onboarding, people
 from concierge.claims import OfferDesk
 from concierge.communities import Communities, Scope
@@ -40,8 +41,10 @@ from concierge.model import (
     Session,
     utcnow,
 )
+from concierge.payments import Cashier, HandOff, PaymentRefused, session_quote
 from concierge.pricing import Pricing, PricingMode
 from concierge.reach import Reach, reach_of, remember
+from concierge.receipts import ReceiptLinks
 from concierge.redis_keys import entity_key
 from concierge.rooms import SessionRooms
 from concierge.transitions import Lifecycle
@@ -53,6 +56,7 @@ from concierge.views import (
     ExpertView,
     NoMatch,
     OfferNotice,
+    PaymentNotice,
     PersonView,
     Proposal,
     Queued,
@@ -79,10 +83,14 @@ class Concierge:
         matcher: MatcherHost,
         *,
         rooms: SessionRooms | None = None,
+        cashier: Cashier | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
         self._rooms = rooms
+        # Without a configured provider sessions are invoiced: the same cashier, no card.
+        self.cashier = cashier or Cashier(settings, sessions, InvoiceProvider(), clock=clock)
+        self.receipts = ReceiptLinks(settings.signing_key, settings.base_url)
         self._sessions = sessions
         self._reads = read_sessions(sessions)
         self._redis = redis
@@ -325,11 +333,20 @@ class Concierge:
         for session, text in rows:
             as_customer = session.customer_id == person.id
             other = names.get(session.expert_id) if as_customer else customers.get(session.customer_id)
-            link = None
+            link = pay = receipt = None
             if self._rooms is not None and session.state in (State.READY, State.LIVE):
                 # So a lost message or a dropped call is never the end: /sessions has the link again.
                 links = await self._rooms.links_for(session.id)
                 link = links.customer if as_customer else links.expert
+            if as_customer and session.state is State.AWAITING_PAYMENT:
+                pay = (await self.cashier.hand_off(session.id)).checkout_url
+            if (
+                session.state in (State.SETTLED, State.REFUNDED)
+                and session.pricing.mode is not PricingMode.FREE
+            ):
+                receipt = self.receipts.url(
+                    session.id, "customer" if as_customer else "expert", person.locale
+                )
             lines.append(
                 SessionLine(
                     session.id,
@@ -340,6 +357,8 @@ class Concierge:
                     session.created_at,
                     session.pricing,
                     link,
+                    pay,
+                    receipt,
                 )
             )
         return lines
@@ -354,7 +373,12 @@ class Concierge:
         session = await self._desk.accept(request_id, expert.expert.id, commission_percent=commission)
         await self.clock.stop(request_id)
         await self.line.leave(request_id)
-        state = await self._hand_off(session.id, session.pricing.mode)
+        try:
+            hand_off = await self.cashier.hand_off(session.id)
+        except PaymentRefused as exc:
+            await self.lifecycle.cancel(request_id, reason=f"payment: {exc}")
+            hand_off = HandOff(State.CANCELLED, refused=exc.code)
+        state = hand_off.state
         async with self._reads() as db:
             request = await db.get(HelpRequest, request_id)
             assert request is not None
@@ -367,22 +391,63 @@ class Concierge:
             )
         customer = await self.person(request.customer_id)
         others = await self._expert_people(taken)
-        q = quote(session.pricing.mode.value, session.pricing.amount, session.pricing.currency, commission)
-        # Ready (free, or paid for): both get their own link to the room now.
+        q = session_quote(session, self.cashier.quote_terms())
+        # Ready (free, or held/invoiced): both get their own link to the room now; otherwise once
+        # the payment arrives (a notice).
         room = await self._rooms.links_for(session.id) if self._rooms and state is State.READY else None
         return Accepted(
-            request_id, session.id, state, customer, expert, request.text, q, tuple(others.values()), room
+            request_id,
+            session.id,
+            state,
+            customer,
+            expert,
+            request.text,
+            q,
+            tuple(others.values()),
+            room,
+            hand_off.checkout_url,
+            hand_off.sponsor,
+            hand_off.refused,
         )
 
-    async def _hand_off(self, session_id: str, mode: PricingMode) -> State:
-        if mode is PricingMode.FREE:
-            await self.lifecycle.confirm_free(session_id)
-            return State.READY
-        # Until a card provider is configured (billing issue), sessions are invoiced: the
-        # amount is owed, not held, so the session is ready at once.
-        await self.lifecycle.request_payment(session_id)
-        await self.lifecycle.payment_authorised(session_id)
-        return State.READY
+    async def payment_notices(self) -> list[PaymentNotice]:
+        """Payment news nobody has been told yet, each taken by one process only."""
+        out = []
+        for notice in await self.cashier.take_notices():
+            async with self._reads() as db:
+                session = await db.get(Session, notice.session_id)
+            if session is None:
+                continue
+            customer = await self.person(session.customer_id)
+            expert_person = await self._expert_people([session.expert_id])
+            expert = expert_person.get(session.expert_id)
+            if expert is None:
+                continue
+            detail = notice.detail or {}
+            room = receipt = statement = payout_link = None
+            if notice.kind == "paid" and self._rooms is not None:
+                room = await self._rooms.links_for(session.id)
+            if notice.kind in ("settled", "refund"):
+                receipt = self.receipts.url(session.id, "customer", customer.locale)
+                statement = self.receipts.url(session.id, "expert", expert.locale)
+                if notice.kind == "settled" and detail.get("charged"):
+                    payout_link = await self.cashier.payout_link(session.expert_id)
+            out.append(
+                PaymentNotice(
+                    notice.kind,
+                    session.id,
+                    customer,
+                    expert,
+                    session.pricing.currency,
+                    int(detail.get("charged") or detail.get("amount") or 0),
+                    int(detail.get("fee") or 0),
+                    room,
+                    receipt,
+                    statement,
+                    payout_link,
+                )
+            )
+        return out
 
     async def decline(self, expert: PersonView, request_id: str) -> Round | None:
         """Record the Decline; when nobody of the round is left, the next round starts now."""
@@ -519,8 +584,14 @@ class Concierge:
         return await self.communities.link(channel, external_id, setup_code)
 
     async def _commission(self, request_id: str) -> Decimal:
-        override = await self.communities.commission_override(request_id)
-        return override if override is not None else self.settings.commission_percent
+        async with self._reads() as db:
+            category = await db.scalar(select(HelpRequest.category).where(HelpRequest.id == request_id))
+        return commission_percent(
+            self.settings.commission_percent,
+            category=category,
+            by_category=self.settings.category_commissions,
+            business=await self.communities.commission_override(request_id),
+        )
 
     # ------------------------------------------------------------------ helpers
 

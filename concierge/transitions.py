@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 from concierge.database import write
 from concierge.errors import DomainError, IllegalTransition, NotFound
@@ -281,6 +282,20 @@ class Lifecycle:
                 )
             else:
                 await self._advance_session(db, session, event, detail=detail)
+
+    async def advance(
+        self,
+        db: AsyncSession,
+        session: Session,
+        event: Event,
+        detail: dict[str, Any] | None = None,
+        **changes: Any,
+    ) -> State:
+        """One transition inside the caller's transaction, so money postings commit with it or not at all."""
+        target = await self._advance_session(db, session, event, detail, **changes)
+        # The UPDATE bypassed the identity map: keep the loaded row in step for a next transition.
+        set_committed_value(session, "state", target)
+        return target
 
     async def _session(self, db: AsyncSession, session_id: str) -> Session:
         session = await db.get(Session, session_id)

@@ -122,6 +122,27 @@ class Accepted:
     quote: Quote
     taken: tuple[PersonView, ...]  # the other experts, whose notification now says "taken"
     room: RoomLinks | None = None  # once the session is ready: each party's own link
+    checkout_url: str | None = None  # while the customer still has to pay the hold
+    sponsor: str | None = None  # the business paying instead of the customer
+    refused: str | None = None  # why the payment could not be prepared (the session is then off)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentNotice:
+    """News about a session's money for both parties: paid (room links follow), payment expired,
+    settled (receipt and payout statement), refunded, paid out."""
+
+    kind: str  # "paid" | "payment_expired" | "settled" | "refund" | "paid_out"
+    session_id: str
+    customer: PersonView
+    expert: PersonView
+    currency: str
+    amount: int = 0  # charged, refunded or paid out, in minor units
+    fee: int = 0
+    room: RoomLinks | None = None
+    receipt_url: str | None = None
+    statement_url: str | None = None
+    payout_link: str | None = None  # the expert's payout onboarding, while payouts are blocked
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,3 +161,5 @@ class SessionLine:
     created_at: datetime
     pricing: Pricing
     room_link: str | None = None  # the reader's own link while the session can be joined
+    pay_link: str | None = None  # the customer's payment page while the hold is awaited
+    receipt_link: str | None = None  # the receipt or payout statement once settled

@@ -3,7 +3,7 @@
 from concierge.model.base import Base, new_id, utcnow
 from concierge.model.business import Business, Community, InviteCode, RosterScope
 from concierge.model.expert import Expert
-from concierge.model.payment import LedgerEntry, Payment, PaymentKind, PaymentStatus
+from concierge.model.payment import LedgerEntry, Notice, Payment, PaymentKind, PaymentStatus, WebhookEvent
 from concierge.model.person import Channel, ChannelIdentity, Person
 from concierge.model.request import HelpRequest, Offer, OfferStatus
 from concierge.model.review import Review
@@ -21,6 +21,7 @@ __all__ = [
     "InviteCode",
     "LedgerEntry",
     "LifecycleEvent",
+    "Notice",
     "Offer",
     "OfferStatus",
     "Payment",
@@ -31,6 +32,7 @@ __all__ = [
     "Room",
     "RosterScope",
     "Session",
+    "WebhookEvent",
     "new_id",
     "utcnow",
 ]

@@ -50,6 +50,8 @@ class Expert(Base):
     rating_count: Mapped[int] = mapped_column(default=0)
     rating_total: Mapped[int] = mapped_column(default=0)
     payout_account_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    # Set by the provider (Stripe's account.updated) once onboarding is complete.
+    payouts_enabled: Mapped[bool] = mapped_column(default=False)
     business_id: Mapped[str | None] = mapped_column(
         ForeignKey("businesses.id", ondelete="SET NULL"), default=None, index=True
     )
