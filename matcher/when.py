@@ -10,6 +10,7 @@ not (absolute dates such as "3 December"), guarded against its false positives o
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from dataclasses import dataclass
@@ -153,7 +154,7 @@ def _explicit_time(text: str, language: str) -> _Clock | None:
 
 def _part_of_day(text: str, language: str) -> int | None:
     lowered = text.lower()
-    for phrase, hour in sorted(_PARTS.get(language, {}).items(), key=lambda kv: -len(kv[0])):
+    for phrase, hour in _longest_first("parts", language):
         if _contains(lowered, phrase, language):
             return hour
     return None
@@ -162,7 +163,20 @@ def _part_of_day(text: str, language: str) -> int | None:
 def _contains(text: str, phrase: str, language: str) -> bool:
     if language in ("zh", "ja"):
         return phrase in text
-    return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text) is not None
+    return phrase in text and _whole_word(phrase).search(text) is not None
+
+
+# Every request tries a few dozen phrases: the patterns and orders are built once, and the
+# regular expression runs only where the phrase occurs at all.
+@functools.cache
+def _whole_word(phrase: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\w){re.escape(phrase)}(?!\w)")
+
+
+@functools.cache
+def _longest_first(table: str, language: str) -> list[tuple[str, int]]:
+    words = {"parts": _PARTS, "days": _DAY_WORDS}[table].get(language, {})
+    return sorted(words.items(), key=lambda kv: -len(kv[0]))
 
 
 def _day_offset(text: str, language: str, today: date) -> date | None:
@@ -172,7 +186,7 @@ def _day_offset(text: str, language: str, today: date) -> date | None:
         lowered = re.sub(r"\b(?:por|de)\s+la\s+mañana\b", " ", lowered)
     if language == "de":
         lowered = lowered.replace("heute morgen", "heute")
-    for phrase, offset in sorted(_DAY_WORDS.get(language, {}).items(), key=lambda kv: -len(kv[0])):
+    for phrase, offset in _longest_first("days", language):
         if _contains(lowered, phrase, language):
             return today + timedelta(days=offset)
     for index, names in enumerate(_WEEKDAYS.get(language, [])):

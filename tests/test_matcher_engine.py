@@ -272,3 +272,18 @@ def test_update_changes_one_listing_in_place(use_embedder: Any, detector: Any, d
     assert "demo-124" not in found()
     assert matcher.remove(["demo-124"]) == 1
     assert matcher.listing("demo-124") is None
+
+
+def test_category_scores_from_the_table_are_those_of_each_category_on_its_own(demo_matcher: Matcher) -> None:
+    classifier = demo_matcher.classifier
+    assert classifier._table is not None  # every category has its few closest examples
+    queries = demo_matcher.embedder.embed_queries(
+        ["my wifi stopped working", "je veux apprendre à cuisiner", "吉他入门", "tax return help"]
+    )
+    from_table = [classifier.example_scores(query) for query in queries]
+    table, classifier._table = classifier._table, None
+    try:
+        one_by_one = [classifier.example_scores(query) for query in queries]
+    finally:
+        classifier._table = table
+    assert all((a == b).all() for a, b in zip(from_table, one_by_one, strict=True))  # bit for bit
