@@ -321,7 +321,11 @@ class Cashier:
         except IntegrityError:
             return "duplicate"
         for follow_up in after:
-            await follow_up()
+            # The event is recorded: a failure here is retried by the settlement sweep, not by Stripe.
+            try:
+                await follow_up()
+            except (ProviderError, IntegrityError) as exc:
+                log.warning("follow-up of a provider event failed", id=event.event_id, error=str(exc))
         log.info("provider event", id=event.event_id, type=event.type, outcome=outcome)
         return outcome
 
@@ -530,7 +534,37 @@ class Cashier:
                 pass  # another process settled it in between
             except ProviderError as exc:
                 log.warning("settlement failed", session=session_id, error=str(exc), retryable=exc.retryable)
+        await self.pay_all_pending()
         return settled
+
+    async def pay_all_pending(self) -> int:
+        """Transfers owed to every expert whose payouts are enabled (a retry after a failure)."""
+        if self.provider.name == self.invoices.name:
+            return 0
+        async with self._sessions() as db:
+            owed = set(
+                await db.scalars(
+                    select(LedgerEntry.account)
+                    .where(LedgerEntry.account.startswith("expert:"))
+                    .group_by(LedgerEntry.account)
+                    .having(func.sum(LedgerEntry.amount) < 0)
+                )
+            )
+            enabled = set(
+                await db.scalars(
+                    select(Expert.id).where(
+                        Expert.payouts_enabled.is_(True),
+                        Expert.id.in_([a.removeprefix("expert:") for a in owed]),
+                    )
+                )
+            )
+        made = 0
+        for expert_id in sorted(enabled):
+            try:
+                made += await self.pay_pending(expert_id)
+            except ProviderError as exc:
+                log.warning("payout failed", expert=expert_id, error=str(exc))
+        return made
 
     # ------------------------------------------------------------------ payouts
 
@@ -583,7 +617,8 @@ class Cashier:
                 )
             )
         made = 0
-        for session_id, currency, balance in owed:
+        for session_id, currency, total in owed:
+            balance = int(total)  # PostgreSQL sums BIGINTs as NUMERIC
             if session_id not in collected:
                 continue  # invoiced: paid when the invoice is settled, outside
             key = _key(session_id, "payout")

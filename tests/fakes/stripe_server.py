@@ -96,6 +96,9 @@ What it emulates
       requires_payment_method / requires_capture / requires_confirmation / requires_action; not while
       the intent belongs to an open Checkout Session ("Expire the Checkout Session instead", Stripe's
       rule).
+    * Separate transfers (``POST /v1/transfers``: amount, currency, destination, transfer_group,
+      metadata) from the platform's balance to an onboarded connected account, refused with
+      ``balance_insufficient`` when the platform's balance does not cover them; ``transfer.created``.
     * Refunds by ``payment_intent`` or ``charge``: amount (default: what is left), reason, metadata,
       ``refund_application_fee`` (the fee is refunded in proportion, rounded half up on the running total,
       so the parts of successive refunds add up to the whole fee) and
@@ -1336,6 +1339,19 @@ class FakeStripe:
                 "GET", "/v1/transfers/{id}", lambda ctx, p, id: self._get(self.transfers, "transfer", id), {}
             ),
             route(
+                "POST",
+                "/v1/transfers",
+                self._create_transfer,
+                {
+                    "amount": _ANY,
+                    "currency": _ANY,
+                    "destination": _ANY,
+                    "transfer_group": _ANY,
+                    "description": _ANY,
+                    "metadata": _METADATA,
+                },
+            ),
+            route(
                 "GET",
                 "/v1/application_fees/{id}",
                 lambda ctx, p, id: self._get(self.application_fees, "application_fee", id),
@@ -2074,6 +2090,58 @@ class FakeStripe:
             charge.update(refunded=True, amount_refunded=charge["amount"])
         intent.update(status="canceled", canceled_at=_now(), cancellation_reason=reason, amount_capturable=0)
         self._emit("payment_intent.canceled", intent, ctx)
+
+    def _create_transfer(self, ctx: _Context, params: JSONDict) -> JSONDict:
+        """A separate transfer from the platform's balance to a connected account (payouts the platform
+        collected first): the destination must have finished onboarding and the balance must cover it."""
+        for name in ("amount", "currency", "destination"):
+            if name not in params:
+                raise _missing_param(name)
+        amount = _as_int(params["amount"], "amount", minimum=1)
+        currency = _as_str(params["currency"], "currency").lower()
+        destination = _as_str(params["destination"], "destination")
+        account = self.accounts.get(destination)
+        if account is None:
+            raise _invalid(
+                f"No such destination: '{destination}'", param="destination", code="resource_missing"
+            )
+        if account["capabilities"].get("transfers") != "active" and not account["charges_enabled"]:
+            raise _invalid(
+                f"Your destination account ({destination}) needs the transfers capability enabled.",
+                param="destination",
+                code="insufficient_capabilities_for_transfer",
+            )
+        available = self.balance.get(PLATFORM, {}).get(currency, 0)
+        if amount > available:
+            raise _StripeError(
+                400,
+                "You have insufficient available funds in your Stripe account.",
+                code="balance_insufficient",
+            )
+        transfer_id = _new_id("tr_")
+        transfer = {
+            "id": transfer_id,
+            "object": "transfer",
+            "amount": amount,
+            "amount_reversed": 0,
+            "created": _now(),
+            "currency": currency,
+            "description": params.get("description"),
+            "destination": destination,
+            "destination_payment": _new_id("py_"),
+            "livemode": False,
+            "metadata": _as_metadata(params.get("metadata")),
+            "reversals": _empty_list(f"/v1/transfers/{transfer_id}/reversals"),
+            "reversed": False,
+            "source_transaction": None,
+            "source_type": "card",
+            "transfer_group": params.get("transfer_group"),
+        }
+        self.transfers[transfer_id] = transfer
+        self._credit(PLATFORM, currency, -amount)
+        self._credit(destination, currency, amount)
+        self._emit("transfer.created", transfer, ctx)
+        return transfer
 
     def _create_refund(self, ctx: _Context, params: JSONDict) -> JSONDict:
         if "payment_intent" in params:

@@ -1,0 +1,128 @@
+"""`concierge ledger check` and `concierge payments`: the books and money-back for operators."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from sqlalchemy import select
+
+from billing.errors import ProviderError
+from concierge.cli.commands import main
+from concierge.cli.common import database, run, settings_or_exit
+from concierge.ledger_check import check_ledger
+from concierge.model import LedgerEntry, Payment, Session
+from concierge.payments import Cashier, PaymentRefused
+from concierge.payments_web import payment_provider
+
+
+@main.group()
+def ledger() -> None:
+    """The double-entry ledger of every money movement."""
+
+
+@ledger.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print {ok, violations} as JSON.")
+def ledger_check(as_json: bool) -> None:
+    """Verify the books; exits 1 naming every violation."""
+    settings = settings_or_exit()
+
+    async def run_command() -> tuple[list[str], int]:
+        async with database(settings) as sessions:
+            violations = await check_ledger(sessions)
+            async with sessions() as db:
+                entries = len(list(await db.scalars(select(LedgerEntry.id))))
+        return [str(v) for v in violations], entries
+
+    violations, entries = run(run_command)
+    if as_json:
+        click.echo(json.dumps({"ok": not violations, "entries": entries, "violations": violations}))
+    else:
+        for violation in violations:
+            click.echo(f"violation: {violation}", err=True)
+        if not violations:
+            click.echo(f"ledger balanced: {entries} entries checked")
+    sys.exit(1 if violations else 0)
+
+
+@main.group()
+def payments() -> None:
+    """Payments of sessions: show them, give money back."""
+
+
+@payments.command("show")
+@click.argument("session_id")
+@click.option("--json", "as_json", is_flag=True)
+def payments_show(session_id: str, as_json: bool) -> None:
+    """A session's state, payments and ledger entries."""
+    settings = settings_or_exit()
+
+    async def run_command() -> dict[str, Any]:
+        async with database(settings) as sessions, sessions() as db:
+            session = await db.get(Session, session_id)
+            if session is None:
+                raise click.ClickException(f"no session {session_id}")
+            rows = list(await db.scalars(select(Payment).where(Payment.session_id == session_id)))
+            entries = list(await db.scalars(select(LedgerEntry).where(LedgerEntry.session_id == session_id)))
+        return {
+            "session": session_id,
+            "state": session.state.value,
+            "billed_seconds": session.billed_seconds,
+            "payments": [
+                {
+                    "kind": p.kind.value,
+                    "status": p.status.value,
+                    "provider": p.provider,
+                    "amount": p.amount,
+                    "fee": p.fee,
+                    "currency": p.currency,
+                    "payer": p.payer,
+                }
+                for p in sorted(rows, key=lambda p: p.created_at)
+            ],
+            "ledger": [
+                {"kind": e.kind, "account": e.account, "amount": e.amount, "currency": e.currency}
+                for e in sorted(entries, key=lambda e: e.id)
+            ],
+        }
+
+    shown = run(run_command)
+    if as_json:
+        click.echo(json.dumps(shown))
+        return
+    click.echo(f"session {shown['session']}: {shown['state']}, {shown['billed_seconds']} s billed")
+    for p in shown["payments"]:
+        click.echo(
+            f"  {p['kind']} {p['status']} {p['amount']} {p['currency']} (fee {p['fee']}) via {p['provider']}"
+        )
+
+
+@payments.command("refund")
+@click.argument("session_id")
+@click.option(
+    "--amount", type=click.IntRange(1), default=None, help="Minor units; the whole rest by default."
+)
+@click.option("--reason", default="", help="Why, for the audit trail.")
+@click.option("--json", "as_json", is_flag=True)
+def payments_refund(session_id: str, amount: int | None, reason: str, as_json: bool) -> None:
+    """Give money back for a settled session (within the refund window)."""
+    settings = settings_or_exit()
+
+    async def run_command() -> dict[str, Any]:
+        provider = payment_provider(settings)
+        try:
+            async with database(settings) as sessions:
+                cashier = Cashier(settings, sessions, provider)
+                done = await cashier.refund(session_id, amount, reason)
+        except PaymentRefused as exc:
+            raise click.ClickException(str(exc)) from exc
+        except ProviderError as exc:
+            raise click.ClickException(f"the refund failed: {exc}") from exc
+        finally:
+            await provider.close()
+        return {"session": session_id, "refunded": done.amount, "fee": done.fee, "currency": done.currency}
+
+    done = run(run_command)
+    click.echo(json.dumps(done) if as_json else f"refunded {done['refunded']} {done['currency']}")
