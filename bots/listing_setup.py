@@ -6,16 +6,23 @@ a refused answer is explained and asked again, so nothing half-valid is ever sto
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import structlog
+
+from billing.errors import BillingError
 from bots.conversation import Conversation
 from bots.events import Button, Incoming, Reply
 from bots.parsing import parse_hours, parse_list, parse_price
 from bots.texts import Texts, reach_or_fail
 from concierge.errors import DomainError
 from concierge.onboarding import ListingRefused
+from concierge.pricing import PricingMode
 from concierge.service import Concierge
 from concierge.views import PersonView
+
+log = structlog.get_logger("bots.listing_setup")
 
 STEPS = ("name", "headline", "bio", "categories", "languages", "pricing", "timezone", "hours")
 MODES = ("free", "per_session", "per_minute")
@@ -194,6 +201,19 @@ class ListingSetup:
             raise DomainError("you are not an expert yet: use /expert with an invitation code")
         person = await self.concierge.publish(person)
         out.append(self.t.say(person, "bot.setup.published"))
+        expert = person.expert
+        if expert is None or expert.pricing.mode is PricingMode.FREE:
+            return
+        try:
+            link = await self.concierge.cashier.payout_link(expert.id)
+        except BillingError as exc:  # the listing is published; the link comes again with the first payout
+            log.warning("payout onboarding link failed", expert=expert.id, error=str(exc))
+            return
+        if link is not None:
+            prompt = self.t.say(person, "bot.payout.prompt")
+            out.append(
+                replace(prompt, buttons=((Button(self.t("bot.payout.setup", person.locale), url=link),),))
+            )
 
     def edit_buttons(self, person: PersonView) -> tuple[tuple[Button, ...], ...]:
         lang = person.locale

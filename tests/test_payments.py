@@ -30,7 +30,17 @@ from billing.stripe_provider import StripeProvider
 from concierge.config import Settings, load_settings
 from concierge.ledger_check import check_ledger
 from concierge.lifecycle import State
-from concierge.model import Expert, LedgerEntry, Notice, Session, WebhookEvent, utcnow
+from concierge.model import (
+    Business,
+    Channel,
+    Community,
+    Expert,
+    LedgerEntry,
+    Notice,
+    Session,
+    WebhookEvent,
+    utcnow,
+)
 from concierge.payments import Cashier, PaymentRefused, session_quote
 from concierge.payments_web import CASHIER, stripe_webhook
 from concierge.pricing import Pricing, PricingMode
@@ -67,7 +77,9 @@ class World:
 
     app: web.Application = None  # type: ignore[assignment]
 
-    async def claimed(self, expert_id: str | None = None, *, pricing: Pricing | None = None) -> str:
+    async def claimed(
+        self, expert_id: str | None = None, *, pricing: Pricing | None = None, community_id: str | None = None
+    ) -> str:
         customer = await add_person(self.sessions, "Carla")
         expert = await add_expert(
             self.sessions,
@@ -75,7 +87,9 @@ class World:
             pricing=pricing or Pricing(PricingMode.PER_MINUTE, RATE, "EUR"),
             name="Tomás",
         )
-        request = await self.lifecycle.open_request(customer.id, "my bike brakes squeal")
+        request = await self.lifecycle.open_request(
+            customer.id, "my bike brakes squeal", community_id=community_id
+        )
         await self.lifecycle.offer(request.id, [(expert.id, 1.0)])
         session = await self.lifecycle.claim(request.id, expert.id, commission_percent=Decimal(20))
         return session.id
@@ -391,4 +405,39 @@ async def test_any_order_of_webhooks_retries_and_restarts_settles_once_for_the_m
         assert pi["status"] == "canceled"
         assert captures == []
     assert pi["amount_received"] <= HOLD
+    assert await world.check() == []
+
+
+async def test_a_sponsoring_business_pays_within_its_monthly_budget_then_customers_pay(world: World) -> None:
+    async with world.sessions.begin() as db:
+        business = Business(
+            name="Home Help Ltd",
+            sponsors_sessions=True,
+            sponsorship_budget_amount=HOLD + HOLD // 2,  # covers one hour-long hold, not two
+            sponsorship_currency="EUR",
+        )
+        db.add(business)
+        await db.flush()
+        community = Community(business_id=business.id, channel=Channel.TELEGRAM, external_id="-100123")
+        db.add(community)
+    first = await world.claimed(community_id=community.id)
+    hand_off = await world.cashier.hand_off(first)
+    assert (hand_off.state, hand_off.sponsor, hand_off.checkout_url) == (State.READY, "Home Help Ltd", None)
+    assert world.fake.checkout_sessions == {}  # nothing asked of the customer's card
+
+    second = await world.claimed(community_id=community.id)
+    hand_off = await world.cashier.hand_off(second)  # the budget is taken by the first session's hold
+    assert (hand_off.state, hand_off.sponsor) == (State.AWAITING_PAYMENT, None)
+
+    await world.call(first, 30 * 60)
+    await world.cashier.settle(first)
+    async with world.sessions() as db:
+        owed = await db.scalar(
+            select(func.sum(LedgerEntry.amount)).where(LedgerEntry.account == f"payer:sponsor:{business.id}")
+        )
+        spent = await world.cashier.sponsor_spent(db, business.id, "EUR")
+    assert owed == 30 * RATE  # a receivable: the business is invoiced for the half hour
+    assert spent == 30 * RATE  # the hold is released, the charge counts against this month's budget
+    third = await world.claimed(community_id=community.id)
+    assert (await world.cashier.hand_off(third)).sponsor == "Home Help Ltd"  # 4500 + 9000 ≤ 13500
     assert await world.check() == []
