@@ -21,12 +21,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.stripe_provider import StripeProvider
+from concierge.cli import main
 from concierge.config import Settings, load_settings
 from concierge.ledger_check import check_ledger
 from concierge.lifecycle import State
@@ -408,7 +410,9 @@ async def test_any_order_of_webhooks_retries_and_restarts_settles_once_for_the_m
     assert await world.check() == []
 
 
-async def test_a_sponsoring_business_pays_within_its_monthly_budget_then_customers_pay(world: World) -> None:
+async def test_a_sponsoring_business_pays_within_its_monthly_budget_then_customers_pay(
+    world: World, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with world.sessions.begin() as db:
         business = Business(
             name="Home Help Ltd",
@@ -441,3 +445,13 @@ async def test_a_sponsoring_business_pays_within_its_monthly_budget_then_custome
     third = await world.claimed(community_id=community.id)
     assert (await world.cashier.hand_off(third)).sponsor == "Home Help Ltd"  # 4500 + 9000 ≤ 13500
     assert await world.check() == []
+
+    # What the operator invoices at the end of the month, from the command line.
+    monkeypatch.setenv("CONCIERGE_DATABASE_URL", database_url)
+    result = await asyncio.to_thread(CliRunner().invoke, main, ["ledger", "receivables", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == [
+        {"payer": f"payer:sponsor:{business.id}", "name": "Home Help Ltd", "amount": 4500, "currency": "EUR"}
+    ]
+    result = await asyncio.to_thread(CliRunner().invoke, main, ["ledger", "check"])
+    assert (result.exit_code, "ledger balanced" in result.output) == (0, True)

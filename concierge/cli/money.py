@@ -7,13 +7,13 @@ import sys
 from typing import Any
 
 import click
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from billing.errors import ProviderError
 from concierge.cli.commands import main
 from concierge.cli.common import database, run, settings_or_exit
 from concierge.ledger_check import check_ledger
-from concierge.model import LedgerEntry, Payment, Session
+from concierge.model import Business, LedgerEntry, Payment, Session
 from concierge.payments import Cashier, PaymentRefused
 from concierge.payments_web import payment_provider
 
@@ -45,6 +45,47 @@ def ledger_check(as_json: bool) -> None:
         if not violations:
             click.echo(f"ledger balanced: {entries} entries checked")
     sys.exit(1 if violations else 0)
+
+
+@ledger.command("receivables")
+@click.option("--json", "as_json", is_flag=True)
+def ledger_receivables(as_json: bool) -> None:
+    """What each payer owes for invoiced sessions (the basis of the monthly invoices)."""
+    settings = settings_or_exit()
+
+    async def run_command() -> list[dict[str, Any]]:
+        async with database(settings) as sessions, sessions() as db:
+            rows = list(
+                await db.execute(
+                    select(LedgerEntry.account, LedgerEntry.currency, func.sum(LedgerEntry.amount))
+                    .where(LedgerEntry.account.startswith("payer:"))
+                    .group_by(LedgerEntry.account, LedgerEntry.currency)
+                    .having(func.sum(LedgerEntry.amount) > 0)
+                    .order_by(LedgerEntry.account)
+                )
+            )
+            names = dict(list(await db.execute(select(Business.id, Business.name))))
+        owed = []
+        for account, currency, total in rows:
+            kind, ident = account.split(":")[1:3]
+            owed.append(
+                {
+                    "payer": account,
+                    "name": names.get(ident) if kind == "sponsor" else None,
+                    "amount": int(total),
+                    "currency": currency,
+                }
+            )
+        return owed
+
+    owed = run(run_command)
+    if as_json:
+        click.echo(json.dumps(owed))
+        return
+    for line in owed:
+        click.echo(f"{line['name'] or line['payer']}: {line['amount']} {line['currency']}")
+    if not owed:
+        click.echo("nothing is owed")
 
 
 @main.group()
