@@ -16,6 +16,8 @@ expects and otherwise does nothing.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -512,7 +514,7 @@ class Cashier:
                 db, session, Event.SETTLE, {"charged": charge.amount, "commission": charge.commission}
             )
             if notice:
-                _notify(db, session_id, "settled", {"charged": charge.amount})
+                _notify(db, session_id, "settled", {"charged": charge.amount, "fee": charge.commission})
 
     async def settle_due(self, limit: int = 50) -> list[str]:
         """Every ended session not settled yet (the room's end, or a retry after a failure)."""
@@ -591,7 +593,21 @@ class Cashier:
                 account = await db.scalar(select(Expert.payout_account_id).where(Expert.id == expert_id))
             assert account is not None
         base = self.settings.base_url
-        return await self.provider.onboarding_link(account, f"{base}/payouts/done", f"{base}/payouts/again")
+        # Onboarding links expire within minutes; the refresh address makes a new one, signed so that
+        # nobody can ask for a link into someone else's account.
+        again = f"{base}/payouts/again/{self.payout_token(expert_id)}"
+        return await self.provider.onboarding_link(account, f"{base}/payouts/done", again)
+
+    def payout_token(self, expert_id: str) -> str:
+        key = hashlib.sha256(b"payouts:" + self.settings.signing_key).digest()
+        signature = hmac.new(key, expert_id.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{expert_id}.{signature}"
+
+    def expert_of_payout_token(self, token: str) -> str | None:
+        expert_id, _, _ = token.rpartition(".")
+        if not expert_id or not hmac.compare_digest(token, self.payout_token(expert_id)):
+            return None
+        return expert_id
 
     async def pay_pending(self, expert_id: str) -> int:
         """Transfer every settled share still owed to an expert whose payouts are enabled; the

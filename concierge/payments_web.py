@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from billing.errors import WebhookRejected
+from billing.errors import BillingError, WebhookRejected
 from billing.invoice import InvoiceProvider
 from billing.providers import PaymentProvider
 from billing.stripe_provider import StripeProvider
@@ -147,9 +147,26 @@ async def payouts_page(request: web.Request) -> web.Response:
     return _page(language, t.text("payouts.page", language), t.text("pay.back_to_chat", language))
 
 
+async def payouts_again(request: web.Request) -> web.Response:
+    """Where Stripe sends an expert whose onboarding link expired: straight on to a fresh one."""
+    cashier = request.app[CASHIER]
+    expert_id = cashier.expert_of_payout_token(request.match_info["token"])
+    if expert_id is None:
+        t, language = load_catalogues(), _language(request)
+        return _page(language, t.text("receipt.refused", language), t.text("pay.back_to_chat", language), 403)
+    try:
+        link = await cashier.payout_link(expert_id)
+    except (BillingError, NotFound):
+        link = None
+    if link is None:
+        return await payouts_page(request)
+    raise web.HTTPFound(link)
+
+
 def install(app: web.Application) -> None:
     app.cleanup_ctx.append(payments_ctx)
     app.router.add_post("/webhooks/stripe", stripe_webhook)
     app.router.add_get("/receipts/{token}", receipt_page)
     app.router.add_get("/paid/{session_id}", paid_page)
-    app.router.add_get("/payouts/{step:done|again}", payouts_page)
+    app.router.add_get("/payouts/done", payouts_page)
+    app.router.add_get("/payouts/again/{token}", payouts_again)

@@ -44,7 +44,7 @@ from concierge.model import (
     utcnow,
 )
 from concierge.payments import Cashier, PaymentRefused, session_quote
-from concierge.payments_web import CASHIER, stripe_webhook
+from concierge.payments_web import CASHIER, payouts_again, stripe_webhook
 from concierge.pricing import Pricing, PricingMode
 from concierge.transitions import Lifecycle
 from tests.factories import add_expert, add_person
@@ -153,6 +153,7 @@ async def world(
         app = web.Application()
         app[CASHIER] = cashier
         app.router.add_post("/webhooks/stripe", stripe_webhook)
+        app.router.add_get("/payouts/again/{token}", payouts_again)
         runner = web.AppRunner(app)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -227,6 +228,19 @@ async def test_an_onboarded_expert_is_paid_with_the_capture_and_a_refund_takes_i
     link = await world.cashier.payout_link(expert_id)
     assert link is not None
     account = link.split("/connect/onboard/")[1].split("?")[0]
+
+    # An expired onboarding link sends the expert to our refresh address: a fresh link, same account.
+    base = world.webhook_url.removesuffix("/webhooks/stripe")
+    token = world.cashier.payout_token(expert_id)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/payouts/again/{token}", allow_redirects=False) as again:
+            assert again.status == 302
+            assert f"/connect/onboard/{account}" in again.headers["Location"]
+        async with http.get(f"{base}/payouts/again/{token[:-1]}x", allow_redirects=False) as forged:
+            assert forged.status == 403
+        other = world.cashier.payout_token("someone-else").replace("someone-else", expert_id)
+        async with http.get(f"{base}/payouts/again/{other}", allow_redirects=False) as swapped:
+            assert swapped.status == 403
     await world.fake.complete_onboarding(account)
     await world.fake.wait_delivered()
     intent = await world.paid(session_id)
