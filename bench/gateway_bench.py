@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import gc
 import itertools
 import json
 import logging
@@ -184,6 +185,49 @@ def percentile(values: Sequence[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
+class Stalls:
+    """How late this process's event loop wakes up, and how long its garbage collector pauses it.
+
+    A late tick can be the gateway's fault or the participants' (the gaps are seen by them): each
+    process watches itself, and a step reports both, so the lateness is not guessed at.
+    """
+
+    PERIOD = 0.05
+
+    def __init__(self) -> None:
+        self._lags: list[float] = []
+        self._pauses: list[tuple[int, float]] = []
+        self._gc_started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self._pauses.append((int(info["generation"]), time.perf_counter() - self._gc_started))
+
+    async def watch(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.PERIOD)
+            self._lags.append(time.monotonic() - before - self.PERIOD)
+
+    def read(self) -> dict[str, float]:
+        """Since the last read: loop lag p99 and max, the longest GC pause, full collections."""
+        lags, pauses = self._lags, self._pauses
+        self._lags, self._pauses = [], []
+        return {
+            "lag_p99": percentile(lags, 0.99) if lags else 0.0,
+            "lag_max": max(lags, default=0.0),
+            "gc_max": max((p for _, p in pauses), default=0.0),
+            "gc_full": sum(1 for generation, _ in pauses if generation == 2),
+            "gc_full_max": max((p for g, p in pauses if g == 2), default=0.0),
+            "gc_seconds": sum(p for _, p in pauses),
+            "gc_objects": len(gc.get_objects()) + gc.get_freeze_count(),
+            "gc_frozen": gc.get_freeze_count(),
+        }
+
+
 # ------------------------------------------------------------------------------------------ media
 
 
@@ -318,6 +362,7 @@ class ClientWorker:
         self._pairs: list[tuple[RoomClient, RoomClient]] = []
         self._controls: list[ControlOnlyClient] = []
         self._mark = 0.0
+        self._stalls = Stalls()
 
     async def serve(self) -> None:
         handlers: dict[str, Callable[[Any], Awaitable[Any]]] = {
@@ -332,6 +377,7 @@ class ClientWorker:
         # WebSockets hold their connection for the whole call: the default pool of 100 would
         # leave the 101st participant waiting for a free one.
         connector = aiohttp.TCPConnector(limit=0)
+        watcher = asyncio.create_task(self._stalls.watch())
         async with aiohttp.ClientSession(connector=connector) as http:
             self._http = http
             while True:
@@ -344,6 +390,7 @@ class ClientWorker:
                     result = {"error": f"{type(exc).__name__}: {exc}"}
                 self._connection.send(result)
             await self.close_all(None)
+        watcher.cancel()
         self._connection.send({"stopped": True})
 
     def _media_client(self, link: str) -> RoomClient:
@@ -401,6 +448,11 @@ class ClientWorker:
             return sum(1 for c in joined if c.control is None or c.control.readyState != "open")
 
         await wait_for(lambda: not closed(), 30)
+        # Each simulated page is its own browser in real life; thousands of them in one process would
+        # otherwise stall it for a full collection now and then, and their late ticks be the
+        # gateway's in the numbers.
+        gc.collect()
+        gc.freeze()
         return {
             "failed": len(failed),
             "errors": failed[:3],
@@ -422,6 +474,7 @@ class ClientWorker:
 
     async def mark(self, _: Any) -> float:
         self._mark = time.monotonic()
+        self._stalls.read()
         return self._mark
 
     async def ticks(self, _: Any) -> dict[str, Any]:
@@ -434,7 +487,12 @@ class ClientWorker:
             gaps += [round(b - a, 4) for a, b in itertools.pairwise(times)]
             if not times or now - times[-1] > 2.0:
                 stalled += 1
-        return {"gaps": gaps, "stalled": stalled, "participants": len(self._controls)}
+        return {
+            "gaps": gaps,
+            "stalled": stalled,
+            "participants": len(self._controls),
+            "stalls": self._stalls.read(),
+        }
 
     async def first_frame(self, argument: dict[str, Any]) -> dict[str, Any]:
         """Per room: the customer is in (and connected) first; the expert's join is timed."""
@@ -485,6 +543,7 @@ class ClientWorker:
         await asyncio.sleep(0.5)
         await asyncio.gather(*(quietly(c.close()) for c in clients))
         self._pairs, self._controls = [], []
+        gc.unfreeze()
         return {"closed": len(clients)}
 
 
@@ -525,6 +584,8 @@ async def _serve_gateway(core: int | None, log: Any, connection: Connection) -> 
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", settings.http_port).start()
     pin(core)  # threads started during start-up (Redis, thread pools) too
+    stalls = Stalls()
+    watcher = asyncio.create_task(stalls.watch())
     connection.send({"ready": True, "pid": os.getpid()})
     while True:
         command = await asyncio.to_thread(connection.recv)
@@ -532,6 +593,9 @@ async def _serve_gateway(core: int | None, log: Any, connection: Connection) -> 
             break
         if command == "stats":
             connection.send(_gateway_stats(app[GATEWAY]))
+        if command == "stalls":
+            connection.send(stalls.read())
+    watcher.cancel()
     await runner.cleanup()
     connection.send({"stopped": True})
 
@@ -672,6 +736,10 @@ class Service:
         result: dict[str, int] = await self.child.ask("stats", 30)
         return result
 
+    async def stalls(self) -> dict[str, float]:
+        result: dict[str, float] = await self.child.ask("stalls", 30)
+        return result
+
     async def stop(self) -> None:
         await self.child.stop("stop")
         await self._engine.dispose()
@@ -761,6 +829,8 @@ class Window:
     gateway_connected: int  # seats the gateway sees connected at the end
     stopped_clocks: int  # open rooms whose clock task has ended
     ticks: dict[str, Any] | None = None
+    gateway_stalls: dict[str, float] = field(default_factory=dict)
+    clients_stalls: dict[str, float] = field(default_factory=dict)  # the worst participants' process
 
 
 _LEVELS = ("connected", "rooms", "seats", "stopped_clocks")
@@ -780,6 +850,7 @@ async def measure(
     counters0, gateway0 = await participants.counters(), await service.stats()
     if ticks:
         await participants.each("mark")
+        await service.stalls()
     started, (gw0, clients0, me0, cores0) = time.monotonic(), cpu()
     await asyncio.sleep(seconds)
     elapsed, (gw1, clients1, me1, cores1) = time.monotonic() - started, cpu()
@@ -800,8 +871,14 @@ async def measure(
             0.0, share(participants.core, "busy") - clients_cpu - mine - share(participants.core, "irq")
         )
     tick_report = None
+    gateway_stalls: dict[str, float] = {}
+    clients_stalls: dict[str, float] = {}
     if ticks:
+        gateway_stalls = await service.stalls()
         reports = await participants.each("ticks")
+        for r in reports:
+            for key, value in r["stalls"].items():
+                clients_stalls[key] = max(clients_stalls.get(key, 0.0), value)
         gaps = [g for r in reports for g in r["gaps"]]
         tick_report = {
             "p50_gap": percentile(gaps, 0.5),
@@ -823,6 +900,8 @@ async def measure(
         gateway_connected=gateway1["connected"],
         stopped_clocks=gateway1["stopped_clocks"],
         ticks=tick_report,
+        gateway_stalls=gateway_stalls,
+        clients_stalls=clients_stalls,
     )
 
 
@@ -1083,6 +1162,13 @@ class DirectStep:
     stopped_clocks: int
     join_seconds: float
     join_failures: int
+    # Where lateness comes from: each process's event-loop lag and GC pauses (max, seconds).
+    gateway_lag: float = 0.0
+    gateway_gc: float = 0.0
+    gateway_gc_share: float = 0.0  # of the window, in collections
+    gateway_objects: int = 0  # objects the collector tracks (frozen ones included)
+    clients_lag: float = 0.0
+    clients_gc: float = 0.0
     verdict: Verdict = field(default_factory=Verdict)
 
     @property
@@ -1126,6 +1212,12 @@ def direct_step(rooms: int, window: Window, joined: dict[str, Any]) -> DirectSte
         stopped_clocks=window.stopped_clocks,
         join_seconds=joined["seconds"],
         join_failures=joined["failed"] + joined["silent"],
+        gateway_lag=window.gateway_stalls.get("lag_max", float("nan")),
+        gateway_gc=window.gateway_stalls.get("gc_max", float("nan")),
+        gateway_gc_share=window.gateway_stalls.get("gc_seconds", 0.0) / window.seconds,
+        gateway_objects=int(window.gateway_stalls.get("gc_objects", 0)),
+        clients_lag=window.clients_stalls.get("lag_max", float("nan")),
+        clients_gc=window.clients_stalls.get("gc_max", float("nan")),
     )
     if step.join_failures:
         step.verdict = Verdict(f"{step.join_failures} participants failed to join", FAILURE)
@@ -1147,6 +1239,7 @@ def direct_step(rooms: int, window: Window, joined: dict[str, Any]) -> DirectSte
 DIRECT_HEADER = (
     f"{'rooms':>6}{'gateway':>9}{'ms/s/room':>11}{'clients':>9}{'irq':>6}{'other':>7}{'cl.other':>9}"
     f"{'tick late p50/p99/max ms':>26}{'stalled':>9}{'join s':>8}"
+    f"{'gw lag/gc ms':>14}{'gc %':>6}{'heap':>7}{'cl lag/gc':>11}"
 )
 
 
@@ -1157,6 +1250,9 @@ def direct_row(step: DirectStep, note: str = "") -> str:
         f"{step.clients_cpu * 100:>8.1f}%{step.irq_on_gateway_core * 100:>5.1f}%"
         f"{step.other_on_gateway_core * 100:>6.1f}%{step.other_on_clients_core * 100:>8.1f}%{late:>26}"
         f"{step.stalled:>9}{step.join_seconds:>8.1f}"
+        f"{f'{step.gateway_lag * 1000:.0f}/{step.gateway_gc * 1000:.0f}':>14}"
+        f"{step.gateway_gc_share * 100:>5.1f}%{step.gateway_objects / 1e6:>6.2f}M"
+        f"{f'{step.clients_lag * 1000:.0f}/{step.clients_gc * 1000:.0f}':>11}"
         + (f"  {step.limit}" if step.limit else "")
         + (f" ({note})" if note else "")
     )

@@ -1,12 +1,15 @@
-"""The gateway's pure parts: links, the meter, the protocol's frames, ICE configuration."""
+"""The gateway's pure parts: links, the meter, the protocol's frames, ICE configuration, the collector."""
 
 from __future__ import annotations
 
 import base64
+import gc
 import json
+import time
 
 import pytest
 
+from video_gateway import heap
 from video_gateway.errors import LinkRefused, RefusalReason, SignallingError
 from video_gateway.ice import IceServers, check_ice_urls
 from video_gateway.links import LinkClaims, LinkSigner, Role
@@ -225,3 +228,31 @@ def test_media_that_stopped_before_the_meter_learnt_it_is_not_billed() -> None:
     meter.advance(21.0)
     meter.set_flowing(Role.CUSTOMER, False, now=5.0)  # never before the current stretch began
     assert meter.billed_ms == 9_200
+
+
+# ---------------------------------------------------------------- the collector
+
+
+def test_survivors_are_frozen_and_closed_connections_bring_a_compaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(heap, "COMPACT_AFTER_CLOSED", 3)
+    keeper = heap.HeapKeeper(freeze_seconds=10.0)
+    try:
+        keeper.step(time.monotonic(), open_connections=2)
+        assert not keeper.froze  # not yet ten seconds
+        keeper.step(time.monotonic() + 10, open_connections=2)
+        assert keeper.froze
+        assert gc.get_freeze_count() > 0
+        assert keeper.compactions == 0
+        for _ in range(3):
+            heap.connection_closed()
+        keeper.step(time.monotonic() + 20, open_connections=4)
+        assert keeper.compactions == 0  # fewer closed than open: little to reclaim
+        keeper.step(time.monotonic() + 30, open_connections=2)
+        assert keeper.compactions == 1
+        keeper.step(time.monotonic() + 40, open_connections=2)
+        assert keeper.compactions == 1  # counted from the last compaction
+    finally:
+        keeper.release()
+    assert gc.get_freeze_count() == 0

@@ -13,6 +13,7 @@ import structlog
 
 from video_gateway.errors import LinkRefused, RefusalReason
 from video_gateway.events import RoomEventSink
+from video_gateway.heap import HeapKeeper
 from video_gateway.ice import IceServers
 from video_gateway.links import LinkClaims, LinkSigner
 from video_gateway.live_room import LiveRoom
@@ -53,6 +54,7 @@ class Gateway:
         self.rooms: dict[str, LiveRoom] = {}
         self._lock = asyncio.Lock()
         self._clock_task: asyncio.Task[None] | None = None
+        self._heap = HeapKeeper()
 
     def start(self) -> None:
         self._clock_task = asyncio.create_task(self._run_clock(), name="room-clock")
@@ -87,6 +89,7 @@ class Gateway:
                 except Exception:
                     log.exception("room second failed", room=room.id)
             await self._save(rooms, progress=steps % (STEPS_PER_SECOND * PROGRESS_SECONDS) == 0)
+            self._heap.step(time.monotonic(), sum(room.connections() for room in rooms))
 
     async def _save(self, rooms: list[LiveRoom], *, progress: bool) -> None:
         changed = [room for room in rooms if room.unsaved()]
@@ -166,3 +169,4 @@ class Gateway:
             self._clock_task = None
         for room in list(self.rooms.values()):
             await room.close()
+        self._heap.release()

@@ -267,6 +267,10 @@ class LiveRoom:
     def _present(self) -> list[Seat]:
         return [seat for seat in self.seats.values() if seat is not None]
 
+    def connections(self) -> int:
+        """Gateway peer connections this room holds now."""
+        return sum(1 for seat in self.seats.values() if seat is not None and seat.pc is not None)
+
     # ------------------------------------------------------------------ clock (the gateway drives it)
 
     def step(self, now: float) -> None:

@@ -12,6 +12,7 @@ from typing import Protocol
 import structlog
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 
+from video_gateway import heap
 from video_gateway.forwarding import ForwardedTrack, Source
 from video_gateway.links import Role
 from video_gateway.rooms import RelayMethod
@@ -118,6 +119,7 @@ class Seat:
             viewer.stop()
         self.viewers.clear()
         if pc is not None:
+            heap.connection_closed()
             with contextlib.suppress(Exception):  # closing a half-negotiated connection may complain
                 await pc.close()
 
