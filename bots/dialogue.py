@@ -354,6 +354,8 @@ class Dialogue:
         for notice in notices:
             customer, expert = notice.customer, notice.expert
             c_lang, e_lang = customer.locale, expert.locale
+            # Web visitors give no name: the expert reads "Customer has paid", not " has paid".
+            who = customer.name or self.t("receipt.customer", e_lang)
 
             def amount(value: int, language: str, notice: PaymentNotice = notice) -> str:
                 return money(value, notice.currency, language)
@@ -364,13 +366,13 @@ class Dialogue:
                     paid = self.t.say(customer, "bot.pay.paid")
                     replies.append(self._with_room(paid, customer, room.customer if room else None, room))
                 if expert.reach is not None:
-                    paid = self.t.say(expert, "bot.pay.paid_expert", name=customer.name)
+                    paid = self.t.say(expert, "bot.pay.paid_expert", name=who)
                     replies.append(self._with_room(paid, expert, room.expert if room else None, room))
             elif notice.kind == "payment_expired":
                 if customer.reach is not None:
                     replies.append(self.t.say(customer, "bot.pay.expired", name=expert.name))
                 if expert.reach is not None:
-                    replies.append(self.t.say(expert, "bot.pay.expired_expert", name=customer.name))
+                    replies.append(self.t.say(expert, "bot.pay.expired_expert", name=who))
             elif notice.kind == "settled":
                 if customer.reach is not None and notice.receipt_url:
                     told = self.t.say(
@@ -386,7 +388,7 @@ class Dialogue:
                     told = self.t.say(
                         expert,
                         "bot.settled.expert",
-                        name=customer.name,
+                        name=who,
                         charged=amount(notice.amount, e_lang),
                         payout=amount(notice.amount - notice.fee, e_lang),
                         fee=fee,
@@ -415,7 +417,7 @@ class Dialogue:
                         self.t.say(
                             expert,
                             "bot.refund.expert",
-                            name=customer.name,
+                            name=who,
                             amount=amount(notice.amount, e_lang),
                             share=amount(notice.amount - notice.fee, e_lang),
                         )
