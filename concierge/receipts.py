@@ -142,8 +142,9 @@ def render_receipt(facts: ReceiptFacts, role: str, language: str, t: Catalogues)
     minutes, seconds = divmod(facts.billed_seconds, 60)
     rows: list[tuple[str, str]] = [
         (t.text("receipt.session", language), facts.session_id),
-        (t.text("receipt.customer", language), facts.customer),
-        (t.text("receipt.expert", language), facts.expert),
+        # Web visitors may give no name.
+        (t.text("receipt.customer", language), facts.customer or "—"),
+        (t.text("receipt.expert", language), facts.expert or "—"),
     ]
     if facts.started_at is not None:
         rows.append(

@@ -352,7 +352,7 @@ class Concierge:
                     session.id,
                     session.state,
                     "customer" if as_customer else "expert",
-                    other.name if other else "?",
+                    (other.name if other else "") or "?",
                     text,
                     session.created_at,
                     session.pricing,
