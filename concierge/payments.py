@@ -536,8 +536,51 @@ class Cashier:
                 pass  # another process settled it in between
             except ProviderError as exc:
                 log.warning("settlement failed", session=session_id, error=str(exc), retryable=exc.retryable)
+        await self.release_abandoned()
         await self.pay_all_pending()
         return settled
+
+    async def release_abandoned(self, limit: int = 50) -> list[str]:
+        """Holds of sessions that were called off after payment (nobody joined the room, a hang-up
+        before the call started, a cancel): released at the provider and in the books."""
+        async with self._sessions() as db:
+            holds = list(
+                await db.scalars(
+                    select(Payment)
+                    .join(Session, Session.id == Payment.session_id)
+                    .where(
+                        Payment.kind == PaymentKind.AUTHORISATION,
+                        Payment.status == PaymentStatus.SUCCEEDED,
+                        Session.state.in_([State.CANCELLED, State.EXPIRED]),
+                    )
+                    .limit(limit)
+                )
+            )
+        released = []
+        for hold in holds:
+            provider = self._provider(hold.provider)
+            try:
+                await provider.cancel(
+                    Hold(hold.provider_ref or "", True), hold.payment_ref, _key(hold.session_id, "cancel")
+                )
+            except ProviderError as exc:
+                log.warning("hold release failed", session=hold.session_id, error=str(exc))
+                continue
+            async with self._sessions.begin() as db:
+                result = await db.execute(
+                    update(Payment)
+                    .where(Payment.id == hold.id, Payment.status == PaymentStatus.SUCCEEDED)
+                    .values(status=PaymentStatus.CANCELLED)
+                    .execution_options(synchronize_session=False)
+                )
+                if result.rowcount != 1:  # type: ignore[attr-defined]
+                    continue  # another process released it
+                posting = ledger.release(
+                    hold.payer, ledger.provider_account(provider.name), hold.amount, hold.currency
+                )
+                _post(db, hold.session_id, [posting])
+            released.append(hold.session_id)
+        return released
 
     async def pay_all_pending(self) -> int:
         """Transfers owed to every expert whose payouts are enabled (a retry after a failure)."""

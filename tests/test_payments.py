@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import web
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -46,9 +48,12 @@ from concierge.model import (
 from concierge.payments import Cashier, PaymentRefused, session_quote
 from concierge.payments_web import CASHIER, payouts_again, stripe_webhook
 from concierge.pricing import Pricing, PricingMode
+from concierge.rooms import RoomEventConsumer
 from concierge.transitions import Lifecycle
 from tests.factories import add_expert, add_person
 from tests.fakes.stripe_server import FakeStripe, sign_payload
+from video_gateway.events import RoomEvent, RoomEventStream
+from video_gateway.meter import EndReason
 
 RATE = 150  # €1.50 a minute
 HOLD = RATE * 60
@@ -368,6 +373,17 @@ async def test_forged_stale_malformed_and_replayed_webhooks_change_nothing(world
     assert await world.notices(session_id) == ["paid"]
 
 
+def room_events(live: RoomEvent, ended: RoomEvent, rng: random.Random) -> list[RoomEvent]:
+    """Live, pauses and resumes, the end, then copies of any of them, some arriving late."""
+    paused = RoomEvent(live.room_id, live.session_id, "paused", 1, live.at + timedelta(seconds=1))
+    resumed = RoomEvent(live.room_id, live.session_id, "resumed", 1, live.at + timedelta(seconds=2))
+    events = [live, paused, resumed, ended]
+    events += [rng.choice(events) for _ in range(rng.randint(0, 4))]
+    if rng.random() < 0.3:
+        rng.shuffle(events)
+    return events
+
+
 operations = st.lists(
     st.sampled_from(["redeliver", "restart", "lose_capture_answer", "settle", "settle_twice"]), max_size=6
 )
@@ -391,7 +407,15 @@ async def test_any_order_of_webhooks_retries_and_restarts_settles_once_for_the_m
     await world.fake.release_webhooks(order, seed=seed)
     assert (await world.session(session_id)).state is State.READY
     billed = min(seconds, 60 * 60)  # the room stops the call at the authorised maximum
-    await world.call(session_id, billed)
+    # The gateway's events as the core's consumer receives them: duplicated, a late `live` after the end.
+    consumer = RoomEventConsumer(world.sessions, RoomEventStream(aioredis.Redis()), consumer="test")
+    start = utcnow() - timedelta(seconds=billed + 5)
+    room = f"room-{session_id}"
+    live = RoomEvent(room, session_id, "live", 0, start)
+    ended = RoomEvent(room, session_id, "ended", billed, utcnow(), EndReason.HANGUP.value)
+    for event in room_events(live, ended, rng=random.Random(seed)):
+        await consumer.apply(event)
+    called_off = (await world.session(session_id)).state is State.CANCELLED  # the end came before the start
     for op in ops:
         if op == "redeliver":
             for event in world.fake.events[-3:]:
@@ -408,8 +432,9 @@ async def test_any_order_of_webhooks_retries_and_restarts_settles_once_for_the_m
     await world.cashier.settle_due()
     await world.fake.wait_delivered()
     session = await world.session(session_id)
-    assert session.state is State.SETTLED
-    expected = session_quote(session, world.cashier.quote_terms()).charge_for(billed)
+    assert session.state is (State.CANCELLED if called_off else State.SETTLED)
+    metered = 0 if called_off else billed
+    expected = session_quote(session, world.cashier.quote_terms()).charge_for(metered)
     pi = world.fake.payment_intents[intent]  # type: ignore[index]
     captures = [
         e for e in world.fake.events_of("payment_intent.succeeded") if e["data"]["object"]["id"] == intent
@@ -469,3 +494,17 @@ async def test_a_sponsoring_business_pays_within_its_monthly_budget_then_custome
     ]
     result = await asyncio.to_thread(CliRunner().invoke, main, ["ledger", "check"])
     assert (result.exit_code, "ledger balanced" in result.output) == (0, True)
+
+
+async def test_a_paid_room_nobody_joined_gives_the_hold_back(world: World) -> None:
+    session_id = await world.claimed()
+    intent = await world.paid(session_id)
+    consumer = RoomEventConsumer(world.sessions, RoomEventStream(aioredis.Redis()), consumer="test")
+    never = RoomEvent(f"room-{session_id}", session_id, "ended", 0, utcnow(), EndReason.EXPIRED.value)
+    await consumer.apply(never)
+    assert (await world.session(session_id)).state is State.EXPIRED
+    assert world.fake.payment_intents[intent]["status"] == "requires_capture"  # still held, for now
+    await world.cashier.settle_due()
+    assert world.fake.payment_intents[intent]["status"] == "canceled"
+    assert await world.cashier.release_abandoned() == []  # once
+    assert await world.check() == []
