@@ -127,16 +127,20 @@ class StripeProvider:
         )
 
     async def cancel(self, hold: Hold, payment_ref: str | None, idempotency_key: str) -> None:
-        intent = await self._intent_of(hold, payment_ref)
-        if intent is None:
-            # Never paid: expiring the page means it can never be paid later.
+        if payment_ref is None:
             checkout = await self._call(self._client.v1.checkout.sessions.retrieve_async, hold.ref)
             if checkout.status == "open":
+                # Not paid yet: expiring the page means it can never be paid later (and cancels an
+                # intent a declined card left behind, which Stripe will not cancel on its own).
                 await self._call(
                     self._client.v1.checkout.sessions.expire_async, hold.ref, idempotency_key=idempotency_key
                 )
-            return
-        if intent.status == "canceled":
+                return
+            payment_ref = checkout.payment_intent
+            if payment_ref is None:
+                return
+        intent = await self._call(self._client.v1.payment_intents.retrieve_async, payment_ref)
+        if intent.status in ("canceled", "succeeded"):
             return
         await self._call(
             self._client.v1.payment_intents.cancel_async,

@@ -542,7 +542,8 @@ class Cashier:
 
     async def release_abandoned(self, limit: int = 50) -> list[str]:
         """Holds of sessions that were called off after payment (nobody joined the room, a hang-up
-        before the call started, a cancel): released at the provider and in the books."""
+        before the call started, a cancel): released at the provider and in the books; payment pages
+        of sessions called off before payment are closed so they cannot be paid later."""
         async with self._sessions() as db:
             holds = list(
                 await db.scalars(
@@ -550,7 +551,7 @@ class Cashier:
                     .join(Session, Session.id == Payment.session_id)
                     .where(
                         Payment.kind == PaymentKind.AUTHORISATION,
-                        Payment.status == PaymentStatus.SUCCEEDED,
+                        Payment.status.in_([PaymentStatus.SUCCEEDED, PaymentStatus.PENDING]),
                         Session.state.in_([State.CANCELLED, State.EXPIRED]),
                     )
                     .limit(limit)
@@ -569,12 +570,14 @@ class Cashier:
             async with self._sessions.begin() as db:
                 result = await db.execute(
                     update(Payment)
-                    .where(Payment.id == hold.id, Payment.status == PaymentStatus.SUCCEEDED)
+                    .where(Payment.id == hold.id, Payment.status == hold.status)
                     .values(status=PaymentStatus.CANCELLED)
                     .execution_options(synchronize_session=False)
                 )
                 if result.rowcount != 1:  # type: ignore[attr-defined]
                     continue  # another process released it
+                if hold.status is PaymentStatus.PENDING:
+                    continue  # never held: nothing was booked
                 posting = ledger.release(
                     hold.payer, ledger.provider_account(provider.name), hold.amount, hold.currency
                 )

@@ -51,7 +51,7 @@ from concierge.pricing import Pricing, PricingMode
 from concierge.rooms import RoomEventConsumer
 from concierge.transitions import Lifecycle
 from tests.factories import add_expert, add_person
-from tests.fakes.stripe_server import FakeStripe, sign_payload
+from tests.fakes.stripe_server import FakeStripe, HostedPageError, sign_payload
 from video_gateway.events import RoomEvent, RoomEventStream
 from video_gateway.meter import EndReason
 
@@ -507,4 +507,20 @@ async def test_a_paid_room_nobody_joined_gives_the_hold_back(world: World) -> No
     await world.cashier.settle_due()
     assert world.fake.payment_intents[intent]["status"] == "canceled"
     assert await world.cashier.release_abandoned() == []  # once
+    assert await world.check() == []
+
+
+async def test_a_session_called_off_before_payment_closes_its_payment_page(world: World) -> None:
+    session_id = await world.claimed()
+    hand_off = await world.cashier.hand_off(session_id)
+    checkout = hand_off.checkout_url.rsplit("/", 1)[-1]  # type: ignore[union-attr]
+    assert await world.fake.pay(checkout, card="4000000000000002") is None  # declined; may try again
+    request_id = (await world.session(session_id)).request_id
+    await world.lifecycle.cancel(request_id, reason="the customer cancelled")
+    await world.cashier.settle_due()
+    assert world.fake.checkout_sessions[checkout]["status"] == "expired"
+    with pytest.raises(HostedPageError):
+        await world.fake.pay(checkout)  # too late to pay for a session that is off
+    await world.fake.wait_delivered()
+    assert (await world.session(session_id)).state is State.CANCELLED
     assert await world.check() == []
