@@ -524,3 +524,18 @@ async def test_a_session_called_off_before_payment_closes_its_payment_page(world
     await world.fake.wait_delivered()
     assert (await world.session(session_id)).state is State.CANCELLED
     assert await world.check() == []
+
+
+async def test_yen_have_no_minor_units_all_the_way_to_stripe(world: World) -> None:
+    session_id = await world.claimed(pricing=Pricing(PricingMode.PER_MINUTE, 80, "JPY"))
+    intent = await world.paid(session_id)
+    assert (world.fake.payment_intents[intent]["amount"], world.fake.payment_intents[intent]["currency"]) == (
+        80 * 60,
+        "jpy",
+    )
+    await world.call(session_id, 150)  # three started minutes: ¥240, ¥48 commission
+    settled = await world.cashier.settle(session_id)
+    assert settled is not None
+    assert (settled.charge.amount, settled.charge.commission, settled.charge.currency) == (240, 48, "JPY")
+    assert world.fake.payment_intents[intent]["amount_received"] == 240
+    assert await world.check() == []
