@@ -1,7 +1,8 @@
 """The room page in a real headless Chromium with fake camera and microphone.
 
 Two pages open the two links of one room; both see the other's video (frames decoded by the
-browser), the timer runs, and hang-up ends the call for both. In relay and direct mode.
+browser), the timer runs (between the gateway's ticks too), the budget warning shows, and hang-up
+ends the call for both. In relay and direct mode.
 Debian's chromium, never a downloaded browser; skipped where it is not installed.
 Screenshots land in the test's temporary folder.
 """
@@ -39,6 +40,8 @@ async def test_two_browsers_see_each_other_and_hang_up(
         links = await service.open_room(
             relay=mode == "relay",
             recorded=mode == "relay",
+            # A minute and two seconds: the budget warning shows as soon as the call is live.
+            budget_seconds=62 if mode == "direct" else None,
             customer=Participant("Carla", "es"),
             expert=Participant("Ed", "en"),
         )
@@ -71,6 +74,13 @@ async def test_two_browsers_see_each_other_and_hang_up(
                     await page.wait_for_function("() => window.roomState.billedSeconds >= 2", timeout=15_000)
                 assert (await state(customer))["mode"] == mode
                 assert await customer.locator("#timer").inner_text() != "0:00"
+                if mode == "direct":
+                    await customer.locator("#banner").wait_for(state="visible", timeout=10_000)
+                    # Ticks come every few seconds: the page's own timer moves in between.
+                    shown = await customer.locator("#timer").inner_text()
+                    await customer.wait_for_function(
+                        f"() => document.getElementById('timer').textContent !== {shown!r}", timeout=2_500
+                    )
                 await customer.screenshot(path=str(tmp_path / f"room-{mode}-customer.png"))
                 await expert.screenshot(path=str(tmp_path / f"room-{mode}-expert.png"))
 

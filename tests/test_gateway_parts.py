@@ -168,10 +168,14 @@ def test_bad_socket_frames_are_refused_with_a_code(text: str | bytes, code: str)
 def test_control_frames_parse_and_bad_stats_are_refused() -> None:
     assert parse_control_frame('{"type":"pong","t":5}') == Pong(5.0)
     assert parse_control_frame('{"type":"stats","connected":true,"bytes_received":9}') == Stats(True, 9)
+    assert parse_control_frame(
+        '{"type":"stats","connected":true,"flowing":false,"bytes_received":9}'
+    ) == Stats(True, 9, flowing=False)
     for bad in (
         '{"type":"stats","connected":"yes","bytes_received":9}',
         '{"type":"stats","connected":true,"bytes_received":-1}',
         '{"type":"stats","connected":true,"bytes_received":true}',
+        '{"type":"stats","connected":true,"flowing":1,"bytes_received":9}',
         '{"type":"pong"}',
     ):
         with pytest.raises(SignallingError):

@@ -32,6 +32,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from video_gateway.forwarding import Source
 from video_gateway.rooms import RelayMethod
+from video_gateway.signalling import REPORT_SECONDS
 
 _VIDEO_CLOCK = 90_000
 
@@ -43,6 +44,7 @@ MediaFactory = Callable[[], tuple[MediaStreamTrack | None, MediaStreamTrack | No
 class Observed:
     welcome: dict[str, Any] | None = None
     ticks: list[dict[str, Any]] = field(default_factory=list)
+    last_tick_at: float | None = None  # monotonic
     budget_warnings: list[dict[str, Any]] = field(default_factory=list)
     ended: dict[str, Any] | None = None
     replaced: bool = False
@@ -76,6 +78,10 @@ class RoomClient:
         self._answered = asyncio.Event()
         self._welcomed = asyncio.Event()
         self.opened_at = 0.0
+        # Direct mode: what the last look at the media connection saw, and the last report sent.
+        self._bytes_seen = 0
+        self._reported: tuple[bool, bool] | None = None
+        self._reported_at = 0.0
 
     @property
     def role(self) -> str:
@@ -85,6 +91,14 @@ class RoomClient:
     @property
     def relay(self) -> bool:
         return self.seen.welcome is not None and self.seen.welcome["mode"] == "relay"
+
+    def billed_now(self) -> int:
+        """What the page's timer shows: the last tick's count, running on while the call is live."""
+        if not self.seen.ticks or self.seen.last_tick_at is None:
+            return int(self.seen.welcome["billed_seconds"]) if self.seen.welcome else 0
+        tick = self.seen.ticks[-1]
+        running = time.monotonic() - self.seen.last_tick_at if tick["state"] == "live" else 0.0
+        return int(tick["billed_seconds"]) + int(running)
 
     async def join(self, within: float = 10.0) -> None:
         self.opened_at = time.monotonic()
@@ -230,27 +244,39 @@ class RoomClient:
         kind = frame["type"]
         if kind == "tick":
             self.seen.ticks.append(frame)
+            self.seen.last_tick_at = time.monotonic()
         elif kind == "budget":
             self.seen.budget_warnings.append(frame)
         elif kind == "ended":
             self.seen.ended = frame
         elif kind == "ping" and self.control is not None:
             self.control.send(json.dumps({"type": "pong", "t": frame["t"]}))
-            if not self.relay:
-                self._spawn(self._report())
 
-    async def _report(self) -> None:
-        """Direct mode: what the page reports about its media connection to the other person.
+    def _media_status(self) -> tuple[bool, int]:
+        """Whether the media connection to the other person is up, and the bytes received on it.
 
         aiortc's inbound-rtp stats have no byte counter (browsers' do), so the client counts the
         encoded media it received itself.
         """
         pc = self.media_pc
         connected = pc is not None and pc.connectionState == "connected"
-        received = sum(source.bytes for source in self._sources)
+        return connected, sum(source.bytes for source in self._sources)
+
+    async def _report(self) -> None:
+        """Direct mode, once a second: a look at the media connection, reported to the gateway
+        when what it shows changed, and otherwise every REPORT_SECONDS (as the page does)."""
+        connected, received = self._media_status()
+        flowing = connected and received > self._bytes_seen
+        self._bytes_seen = received
+        now = time.monotonic()
+        if self._reported == (connected, flowing) and now - self._reported_at < REPORT_SECONDS:
+            return
         if self.control is not None and self.control.readyState == "open":
+            self._reported, self._reported_at = (connected, flowing), now
             self.control.send(
-                json.dumps({"type": "stats", "connected": connected, "bytes_received": received})
+                json.dumps(
+                    {"type": "stats", "connected": connected, "flowing": flowing, "bytes_received": received}
+                )
             )
 
     async def report_forever(self) -> None:

@@ -21,10 +21,11 @@ from video_gateway.meter import Meter, MeterState
 from video_gateway.meter_store import MeterStore
 from video_gateway.rooms import RelayMethod, RoomBook, RoomRecord
 from video_gateway.seat import Outlet, Seat
+from video_gateway.signalling import TICK_SECONDS
 
 log = structlog.get_logger("video_gateway.gateway")
 
-TICK_SECONDS = 0.25
+STEP_SECONDS = 0.25
 STEPS_PER_SECOND = 4
 # The durable record follows live meters this closely, in seconds (Redis has them every second).
 PROGRESS_SECONDS = 5
@@ -55,6 +56,7 @@ class Gateway:
         self._lock = asyncio.Lock()
         self._clock_task: asyncio.Task[None] | None = None
         self._heap = HeapKeeper()
+        self._rooms_opened = 0
 
     def start(self) -> None:
         self._clock_task = asyncio.create_task(self._run_clock(), name="room-clock")
@@ -67,7 +69,7 @@ class Gateway:
         due = time.monotonic()
         while True:
             # On an absolute schedule, so that ticks stay a second apart however long a step took.
-            due += TICK_SECONDS
+            due += STEP_SECONDS
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -83,9 +85,10 @@ class Gateway:
             steps += 1
             if steps % STEPS_PER_SECOND:
                 continue
+            second = steps // STEPS_PER_SECOND
             for room in rooms:
                 try:
-                    room.second(now)
+                    room.second(now, second)
                 except Exception:
                     log.exception("room second failed", room=room.id)
             await self._save(rooms, progress=steps % (STEPS_PER_SECOND * PROGRESS_SECONDS) == 0)
@@ -153,6 +156,8 @@ class Gateway:
             clock=self._clock,
             on_closed=self._forget,
         )
+        room.tick_phase = self._rooms_opened % TICK_SECONDS
+        self._rooms_opened += 1
         self.rooms[room_id] = room
         return room
 

@@ -21,16 +21,30 @@ from video_gateway.meter_store import MeterStore
 from video_gateway.recording import Kind, Recording, RecordingError
 from video_gateway.rooms import MediaMode, RelayMethod, RoomBook, RoomRecord
 from video_gateway.seat import Outlet, Seat
-from video_gateway.signalling import Hangup, Offer, Pong, Signal, Stats, dump, parse_control_frame
+from video_gateway.signalling import (
+    REPORT_SECONDS,
+    TICK_SECONDS,
+    Hangup,
+    Offer,
+    Pong,
+    Signal,
+    Stats,
+    dump,
+    parse_control_frame,
+)
 
 log = structlog.get_logger("video_gateway.room")
 
 # Media counts as flowing while it has been seen this recently; a second of silence pauses.
 FLOWING_WITHIN_SECONDS = 1.0
-# The page reports once a second; two missed reports and its side counts as stopped.
-REPORT_WITHIN_SECONDS = 2.5
-PING_SECONDS = 2.0
-SILENT_CONTROL_SECONDS = 8.0
+# A direct-mode page looks at its media every second and reports a change at once: media it reports
+# stopped stopped about a second before the report.
+PAGE_CHECK_SECONDS = 1.0
+# Two missed reports and a page's side counts as stopped.
+REPORT_WITHIN_SECONDS = 2 * REPORT_SECONDS + 1.0
+# A page not heard from this long is pinged once a second (direct-mode pages report more often).
+PING_SECONDS = REPORT_SECONDS + 1.0
+SILENT_CONTROL_SECONDS = PING_SECONDS + 4.0
 
 
 class LiveRoom:
@@ -68,6 +82,9 @@ class LiveRoom:
         self._closing = False
         self._background: set[asyncio.Future[None]] = set()
         self.offers_answered = 0  # renegotiations show here (screen sharing must not cause any)
+        # Which second of the tick period this room ticks in: rooms take turns, so that a thousand
+        # rooms do not all send their ticks in the same instant.
+        self.tick_phase = 0
         self._saved: tuple[int, MeterState, bool] = (meter.billed_ms, meter.state, meter.warned)
 
     @property
@@ -210,10 +227,19 @@ class LiveRoom:
 
     def _on_stats(self, seat: Seat, stats: Stats) -> None:
         now = time.monotonic()
-        if stats.connected and stats.bytes_received > max(seat.reported_bytes, 0):
+        flowing = stats.flowing
+        if flowing is None:
+            flowing = stats.bytes_received > max(seat.reported_bytes, 0)
+        flowing = flowing and stats.connected
+        if flowing:
             seat.bytes_moved_at = now
+        elif seat.reported_flowing and seat.bytes_moved_at is not None:
+            # The page saw its counters stop at its last look, a second after they last moved.
+            seat.bytes_moved_at = max(seat.bytes_moved_at, now - PAGE_CHECK_SECONDS)
         seat.reported_connected = stats.connected
+        seat.reported_flowing = flowing
         seat.reported_bytes = stats.bytes_received
+        seat.reported_at = now
         self._update_flow(seat.role, now)
 
     # ------------------------------------------------------------------ metering
@@ -230,10 +256,15 @@ class LiveRoom:
             # Stopped: the meter stops at the last frame that came through.
             return False, last if last is not None else now
         moved = seat.bytes_moved_at
-        if seat.reported_connected and moved is not None and now - moved <= REPORT_WITHIN_SECONDS:
+        if seat.reported_flowing and moved is not None and now - moved <= REPORT_WITHIN_SECONDS:
             return True, now
-        # Stopped: the meter stops where the last evidence of flowing media was.
-        return False, min(now, moved + 1.0) if moved is not None else now
+        if moved is None:
+            return False, now
+        if seat.reported_flowing:
+            # Reports overdue: flowing as of the last one, and a second's benefit of the doubt.
+            return False, min(now, moved + PAGE_CHECK_SECONDS)
+        # Reported stopped: the meter stops where the last evidence of flowing media was.
+        return False, min(now, moved)
 
     def _update_flow(self, role: Role, now: float) -> None:
         flowing, at = self._flowing(role, now)
@@ -245,12 +276,17 @@ class LiveRoom:
 
     async def _announce(self, event: MeterEvent) -> None:
         if event.kind == "budget_warning":
+            frame = dump(
+                "budget", remaining_seconds=event.remaining_seconds, billed_seconds=event.billed_seconds
+            )
             for seat in self._present():
-                seat.tell(dump("budget", remaining_seconds=event.remaining_seconds))
+                seat.tell(frame)
             return
         if event.kind == "ended":
             await self._finish(event)
             return
+        # The pages' timers start, stop and resume now, not at the next periodic tick.
+        self._tick()
         if event.kind in ("live", "resumed"):
             self._open_recording()
         await self._meters.save(self.id, self.meter)
@@ -282,19 +318,25 @@ class LiveRoom:
             self._update_flow(role, now)
         self._apply(self.meter.advance(now))
 
-    def second(self, now: float) -> None:
-        """Once a second: the timer to both pages, a ping to a page not heard from lately, and
-        the end of a room nobody started before its links expired."""
+    def second(self, now: float, index: int) -> None:
+        """Once a second: the timer to both pages in this room's second of the tick period, a ping
+        to a page not heard from lately, and the end of a room nobody started before its links
+        expired."""
         if self._closing or self.meter.ended:
             return
-        tick = dump("tick", billed_seconds=self.meter.billed_seconds, state=self.meter.state.value)
+        if (index + self.tick_phase) % TICK_SECONDS == 0:
+            self._tick()
         for seat in self._present():
-            seat.tell(tick)
-            # A page in direct mode reports every second, which is heartbeat enough.
+            # A page in direct mode reports often enough to need no ping.
             if now - seat.last_heard >= PING_SECONDS:
                 seat.tell(dump("ping", t=round(time.time() * 1000)))
         if self.meter.state is MeterState.WAITING and self._clock() >= self.record.links_expire_at:
             self._spawn(self.end(EndReason.EXPIRED))
+
+    def _tick(self) -> None:
+        tick = dump("tick", billed_seconds=self.meter.billed_seconds, state=self.meter.state.value)
+        for seat in self._present():
+            seat.tell(tick)
 
     def unsaved(self) -> bool:
         """Whether the meter moved since it was last saved (idle rooms cost no Redis writes)."""

@@ -44,7 +44,9 @@ class Seat:
         self.closed = False
         # Direct mode: the page's own report about its media connection to the other person.
         self.reported_connected = False
+        self.reported_flowing = False
         self.reported_bytes = -1
+        self.reported_at: float | None = None
         self.bytes_moved_at: float | None = None
 
     @property

@@ -9,6 +9,12 @@ from typing import Any
 from video_gateway.errors import SignallingError
 
 MAX_FRAME_BYTES = 64 * 1024
+# The page's timer runs on its own between ticks; ticks correct it this often (and at once when the
+# meter changes state). Every message costs the gateway a DTLS record and an SCTP acknowledgement.
+TICK_SECONDS = 5
+# Direct mode: the page looks at its media connection every second, and reports at once when what
+# it sees changes, and otherwise this often.
+REPORT_SECONDS = 5
 _MAX_SDP_CHARS = 60_000
 
 
@@ -36,6 +42,7 @@ class Pong:
 class Stats:
     connected: bool
     bytes_received: int
+    flowing: bool | None = None  # None from a page that predates the field: the gateway compares bytes
 
 
 SocketFrame = Offer | Signal | Hangup
@@ -86,7 +93,10 @@ def parse_control_frame(text: str | bytes) -> ControlFrame:
             raise SignallingError("malformed", "stats needs connected and bytes_received")
         if received < 0:
             raise SignallingError("malformed", "bytes_received cannot be negative")
-        return Stats(connected, received)
+        flowing = frame.get("flowing")
+        if flowing is not None and not isinstance(flowing, bool):
+            raise SignallingError("malformed", "flowing is true or false")
+        return Stats(connected, received, flowing)
     if kind == "hangup":
         return Hangup()
     raise SignallingError("unexpected", f"unknown frame type {kind[:40]!r}")

@@ -10,6 +10,8 @@
   const peerName = config.peer_name || "";
   const $ = (id) => document.getElementById(id);
   const remoteVideo = $("remote");
+  const REPORT_CHECK_MS = 1000; // direct mode: how often the page looks at its media connection
+  const REPORT_EVERY_MS = 5000; // and reports it when nothing changed (PROTOCOL.md's REPORT_SECONDS)
 
   // A catalogue message (a str.format template, or plural forms keyed by CLDR category).
   function t(key, values) {
@@ -38,7 +40,8 @@
     tariff: null,
     budgetEnd: null, // the billed second at which the authorised budget runs out
     budgetWarned: false,
-    billed: 0,
+    billed: 0, // as of billedAt; the timer runs on from there while the call is live
+    billedAt: 0,
     state: "waiting",
     peerPresent: false,
     recorded: !!config.recorded,
@@ -129,7 +132,7 @@
     const perMinute = Number(tariff.per_minute) || 0;
     const perSession = Number(tariff.per_session) || 0;
     if (perMinute) {
-      const amount = money(perSession + (perMinute * room.billed) / 60, tariff.currency);
+      const amount = money(perSession + (perMinute * billedNow()) / 60, tariff.currency);
       return amount ? t("room.cost.running", { amount: amount }) : "";
     }
     const amount = money(perSession, tariff.currency);
@@ -161,20 +164,29 @@
     return t("room.state.waiting", { name: peerName });
   }
 
+  // The gateway's count runs on between its ticks (every few seconds, and at once when the call
+  // starts, pauses or resumes), never past the budget.
+  function billedNow() {
+    let billed = room.billed;
+    if (room.phase === "call" && room.state === "live") billed += Math.floor((performance.now() - room.billedAt) / 1000);
+    return room.budgetEnd !== null ? Math.min(billed, room.budgetEnd) : billed;
+  }
+
   function render() {
     const inCall = room.phase === "call";
+    const billed = billedNow();
     setText($("state-line"), stateText());
-    setText($("timer"), clock(room.billed));
+    setText($("timer"), clock(billed));
     setText($("cost"), inCall || room.phase === "lost" ? costText() : "");
     $("recording").hidden = !room.recorded || room.phase === "lobby" || room.phase === "ended";
 
     const banner = $("banner");
-    const warn = inCall && room.budgetEnd !== null && (room.budgetWarned || room.budgetEnd - room.billed <= 60);
+    const warn = inCall && room.budgetEnd !== null && (room.budgetWarned || room.budgetEnd - billed <= 60);
     if (warn) {
       // Announced once when it appears, not at every second of the countdown.
       if (banner.hidden) banner.setAttribute("role", "alert");
       else banner.removeAttribute("role");
-      setText(banner, t("room.budget", { time: clock(room.budgetEnd - room.billed) }));
+      setText(banner, t("room.budget", { time: clock(room.budgetEnd - billed) }));
     }
     banner.hidden = !warn;
 
@@ -187,7 +199,7 @@
 
     roomState.state =
       room.phase === "call" ? room.state : room.phase === "joining" ? "connecting" : room.phase;
-    roomState.billedSeconds = room.billed;
+    roomState.billedSeconds = billed;
     roomState.mode = room.mode;
   }
 
@@ -286,6 +298,9 @@
     const picture = room.phase === "call" && room.peerPresent && now - lastFrameAt < 1500;
     document.body.classList.toggle("remote-picture", picture);
   }, 500);
+
+  // The timer runs between the gateway's ticks.
+  setInterval(() => { if (room.phase === "call" && room.state === "live") render(); }, 250);
 
   // ---------------------------------------------------------------- devices
   async function getMedia(constraints) {
@@ -603,7 +618,7 @@
         if (track) await transceiver.sender.replaceTrack(track);
       }
     } else {
-      c.timers.push(setInterval(() => report(c), 1000));
+      c.timers.push(setInterval(() => report(c), REPORT_CHECK_MS));
       if (room.peerPresent && room.role === "customer") startMedia(c);
     }
     await gw.setLocalDescription(await gw.createOffer());
@@ -630,7 +645,10 @@
   }
 
   function meter(billed, state) {
-    if (typeof billed === "number" && isFinite(billed)) room.billed = billed;
+    if (typeof billed === "number" && isFinite(billed)) {
+      room.billed = billed;
+      room.billedAt = performance.now();
+    }
     if (state === "waiting" || state === "live" || state === "paused") room.state = state;
     render();
   }
@@ -641,7 +659,8 @@
     if (message.type === "tick") {
       meter(message.billed_seconds, message.state);
     } else if (message.type === "budget") {
-      if (typeof message.remaining_seconds === "number") room.budgetEnd = room.billed + message.remaining_seconds;
+      if (typeof message.billed_seconds === "number") meter(message.billed_seconds, room.state);
+      if (typeof message.remaining_seconds === "number") room.budgetEnd = billedNow() + message.remaining_seconds;
       room.budgetWarned = true;
       render();
     } else if (message.type === "ping") {
@@ -651,7 +670,9 @@
     }
   }
 
-  // Direct mode: what the gateway needs to meter the browser-to-browser media.
+  // Direct mode: what the gateway needs to meter the browser-to-browser media. The page looks every
+  // second and tells the gateway when what it sees changes, otherwise every REPORT_EVERY_MS: each
+  // message costs the gateway, which holds a thousand of these connections.
   async function report(c) {
     if (conn !== c || !c.dc || c.dc.readyState !== "open") return;
     const pc = c.media;
@@ -666,7 +687,13 @@
     }
     const state = pc ? pc.connectionState || pc.iceConnectionState : "new";
     const connected = !!pc && c.media === pc && (state === "connected" || state === "completed");
-    sendControl(c, { type: "stats", connected: connected, bytes_received: bytes });
+    const flowing = connected && bytes > (c.bytesSeen || 0);
+    c.bytesSeen = bytes;
+    const now = performance.now();
+    const same = c.reported && c.reported.connected === connected && c.reported.flowing === flowing;
+    if (same && now - c.reported.at < REPORT_EVERY_MS) return;
+    c.reported = { connected: connected, flowing: flowing, at: now };
+    sendControl(c, { type: "stats", connected: connected, flowing: flowing, bytes_received: bytes });
   }
 
   function peer(c, present) {
