@@ -22,6 +22,7 @@ from concierge.lifecycle import State
 from concierge.linking import LinkRefused
 from concierge.onboarding import ListingRefused
 from concierge.people import AgeGate
+from concierge.reviews import BLIND_DAYS, ReviewRefused
 from concierge.service import Concierge
 from concierge.views import (
     Accepted,
@@ -60,6 +61,7 @@ class Dialogue:
             "lang": self._lang,
             "cancel": self._cancel,
             "sessions": self._sessions,
+            "reviews": self._reviews,
             "profile": self._profile,
             "expert": self._expert,
             "online": self._online,
@@ -126,6 +128,8 @@ class Dialogue:
             await self._birth_date(event, person, conv, out, text)
         elif conv.step.startswith("setup:") or conv.step == "price_amount":
             await self.setup.answer(person, conv, text, out)
+        elif conv.step.startswith(("review:", "reply:")):
+            await self._review_text(person, conv, text, out)
         else:
             await self._ask(event, person, conv, out, text)
 
@@ -217,6 +221,15 @@ class Dialogue:
             await self._expert_press(action, rest, person, out)
         elif action == "lang":
             await self._set_language(rest, person, conv, out)
+        elif action == "rate":
+            await self._rate_press(rest, person, conv, out)
+        elif action == "review_skip":
+            if conv.step == f"review:{rest}":
+                conv.step = "idle"
+            out.append(self.t.say(person, "bot.rate.saved"))
+        elif action == "reply":
+            conv.step = f"reply:{rest}"
+            out.append(self.t.say(person, "bot.reviews.reply_ask"))
         else:
             await self.setup.press(action, rest, person, conv, out)
 
@@ -383,6 +396,7 @@ class Dialogue:
                     )
                     button = Button(self.t("bot.receipt.open", c_lang), url=notice.receipt_url)
                     replies.append(replace(told, buttons=((button,),)))
+                    replies.append(self._rating_prompt(customer, notice.session_id, expert.name))
                 if expert.reach is not None and notice.statement_url:
                     fee = amount(notice.fee, e_lang)
                     told = self.t.say(
@@ -398,6 +412,12 @@ class Dialogue:
                         told = replace(told, text=f"{told.text}\n{self.t('bot.payout.blocked', e_lang)}")
                         rows.append((Button(self.t("bot.payout.setup", e_lang), url=notice.payout_link),))
                     replies.append(replace(told, buttons=tuple(rows)))
+                    replies.append(self._rating_prompt(expert, notice.session_id, who))
+            elif notice.kind == "ended":  # a free session: nothing to pay, something to rate
+                if customer.reach is not None:
+                    replies.append(self._rating_prompt(customer, notice.session_id, expert.name))
+                if expert.reach is not None:
+                    replies.append(self._rating_prompt(expert, notice.session_id, who))
             elif notice.kind == "refund":
                 if customer.reach is not None:
                     told = self.t.say(
@@ -425,6 +445,68 @@ class Dialogue:
             elif notice.kind == "paid_out" and expert.reach is not None:
                 replies.append(self.t.say(expert, "bot.paid_out", amount=amount(notice.amount, e_lang)))
         return replies
+
+    def _rating_prompt(self, person: PersonView, session_id: str, name: str) -> Reply:
+        stars = tuple(Button("★" * n, f"rate:{session_id}:{n}") for n in range(1, 6))
+        return replace(self.t.say(person, "bot.rate.ask", name=name), buttons=(stars,))
+
+    # ------------------------------------------------------------------ reviews
+
+    async def _rate_press(self, rest: str, person: PersonView, conv: Conversation, out: list[Reply]) -> None:
+        session_id, _, number = rest.rpartition(":")
+        if not number.isdigit():
+            out.append(self.t.say(person, "bot.gone"))
+            return
+        try:
+            rated = await self.concierge.reviews.rate(session_id, person.id, int(number))
+        except ReviewRefused as exc:
+            out.append(self.t.say(person, f"bot.rate.refused.{exc.reason}"))
+            return
+        conv.step = f"review:{rated.review_id}"
+        skip = Button(self.t("bot.rate.skip", person.locale), f"review_skip:{rated.review_id}")
+        out.append(replace(self.t.say(person, "bot.rate.thanks", days=BLIND_DAYS), buttons=((skip,),)))
+
+    async def _review_text(self, person: PersonView, conv: Conversation, text: str, out: list[Reply]) -> None:
+        step, _, review_id = conv.step.partition(":")
+        conv.step = "idle"
+        try:
+            if step == "review":
+                await self.concierge.reviews.add_text(review_id, person.id, text)
+                out.append(self.t.say(person, "bot.rate.saved"))
+            else:
+                await self.concierge.reviews.reply(review_id, person.id, text)
+                out.append(self.t.say(person, "bot.reviews.replied"))
+        except ReviewRefused as exc:
+            out.append(self.t.say(person, f"bot.rate.refused.{exc.reason}"))
+
+    async def _reviews(
+        self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        lines = await self.concierge.reviews.about(person.id)
+        if not lines:
+            out.append(self.t.say(person, "bot.reviews.none"))
+            return
+        body = []
+        for line in lines:
+            body.append(
+                self.t("bot.reviews.line", person.locale, stars="★" * line.stars, author=line.author or "?")
+            )
+            if line.text:
+                body.append(f"  {line.text}")
+            if line.reply:
+                body.append(self.t("bot.reviews.reply_line", person.locale, text=line.reply))
+        buttons = tuple(
+            (
+                Button(
+                    self.t("bot.reviews.reply", person.locale, name=line.author or "?"),
+                    f"reply:{line.review_id}",
+                ),
+            )
+            for line in lines[:5]
+            if line.reply is None
+        )
+        title = self.t("bot.reviews.title", person.locale)
+        out.append(Reply(reach_or_fail(person), "\n".join([title, *body]), buttons=buttons))
 
     def _with_room(self, reply: Reply, person: PersonView, link: str | None, room: RoomLinks | None) -> Reply:
         """The person's own room link as a button, and the recording notice before they join."""

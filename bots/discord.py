@@ -137,6 +137,7 @@ class DiscordChannel:
             ("help", "What I can do"),
             ("cancel", "Stop what we are doing"),
             ("sessions", "Your sessions"),
+            ("reviews", "Reviews of you"),
             ("profile", "What I know about you, and your listing"),
         ):
             tree.add_command(

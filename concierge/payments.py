@@ -445,7 +445,8 @@ class Cashier:
         if hold is None or hold.status is not PaymentStatus.SUCCEEDED:
             # Free, or never held: nothing to capture.
             charge = Charge(0, 0, session.pricing.currency)
-            await self._commit_settlement(session_id, [], [], charge, notice=False)
+            # No receipt for nothing, but both are asked to rate a call that happened.
+            await self._commit_settlement(session_id, [], [], charge, notice=session.billed_seconds > 0)
             return Settlement(session_id, charge, captured=False, paid_out=False)
         q = session_quote(session, hold.terms)
         charge = q.charge_for(session.billed_seconds)
@@ -513,7 +514,9 @@ class Cashier:
             await self.lifecycle.advance(
                 db, session, Event.SETTLE, {"charged": charge.amount, "commission": charge.commission}
             )
-            if notice:
+            if notice and hold is None:
+                _notify(db, session_id, "ended")  # free: no receipt, but both are asked to rate
+            elif notice:
                 _notify(db, session_id, "settled", {"charged": charge.amount, "fee": charge.commission})
 
     async def settle_due(self, limit: int = 50) -> list[str]:

@@ -46,6 +46,7 @@ from concierge.pricing import Pricing, PricingMode
 from concierge.reach import Reach, reach_of, remember
 from concierge.receipts import ReceiptLinks
 from concierge.redis_keys import entity_key
+from concierge.reviews import Reviews
 from concierge.rooms import SessionRooms
 from concierge.transitions import Lifecycle
 from concierge.views import (
@@ -91,6 +92,7 @@ class Concierge:
         # Without a configured provider sessions are invoiced: the same cashier, no card.
         self.cashier = cashier or Cashier(settings, sessions, InvoiceProvider(), clock=clock)
         self.receipts = ReceiptLinks(settings.signing_key, settings.base_url)
+        self.reviews = Reviews(sessions, clock=clock)
         self._sessions = sessions
         self._reads = read_sessions(sessions)
         self._redis = redis

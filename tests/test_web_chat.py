@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from concierge.invites import create_invite
 from concierge.lifecycle import State
-from concierge.model import Channel, HelpRequest, Person, Session
+from concierge.model import Channel, Expert, HelpRequest, Person, Session
 from tests.gateway_harness import wait_until
 from tests.harness import (
     WebUser,
@@ -34,7 +34,13 @@ async def test_customer_and_expert_complete_the_flow_in_two_tabs(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str, use_embedder: Any, detector: Any
 ) -> None:
     async with running_service(
-        monkeypatch, tmp_path, database_url, use_embedder, detector, media_addresses="127.0.0.1"
+        monkeypatch,
+        tmp_path,
+        database_url,
+        use_embedder,
+        detector,
+        media_addresses="127.0.0.1",
+        messages_per_minute="60",  # the expert's whole setup, call and review in one minute
     ) as client:
         sessions = app_sessions(client)
         invite = await create_invite(sessions)
@@ -134,6 +140,31 @@ async def test_customer_and_expert_complete_the_flow_in_two_tabs(
             await asyncio.sleep(0.1)
         assert state[1] >= 2  # billed seconds
         assert state[2] is not None  # the room it ran in
+
+        # Both are asked to rate; reviews are double-blind, then the expert answers the customer's.
+        ask = await customer.wait_text("How was your session with Wes")
+        await customer.press(button(ask, "★★★★"))
+        await customer.wait_text("Add a few words")
+        await customer.say("Wes fixed my Wi-Fi in minutes.")
+        await customer.wait_text("your review is saved")
+        await expert.say("/reviews")
+        await expert.wait_text("There are no reviews of you yet")  # not before the expert has rated
+        asked = await expert.wait_text("How was your session with")
+        await expert.press(button(asked, "★★★★★"))
+        skip = await expert.wait_text("Add a few words")
+        await expert.press(button(skip, "Skip"))
+        await expert.wait_text("your review is saved")
+        await expert.say("/reviews")
+        listed = await expert.wait_text("Reviews of you")
+        assert "★★★★ from" in listed["text"]
+        assert "Wes fixed my Wi-Fi in minutes." in listed["text"]
+        await expert.press(button(listed, "Answer"))
+        await expert.wait_text("Write your answer")
+        await expert.say("Glad it works again!")
+        await expert.wait_text("Your answer is published")
+        async with sessions() as db:
+            ratings = list(await db.execute(select(Expert.rating_count, Expert.rating_total)))
+        assert ratings == [(1, 4)]  # the customer's four stars, published once both had rated
         await customer.close()
         await expert.close()
 

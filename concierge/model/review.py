@@ -33,3 +33,7 @@ class Review(Base):
     # Double-blind: published when both have rated, or after a grace period.
     published_at: Mapped[datetime | None] = mapped_column(default=None)
     hidden: Mapped[bool] = mapped_column(default=False)
+    hidden_reason: Mapped[str | None] = mapped_column(String(500), default=None)
+    # The subject's one public answer.
+    reply_text: Mapped[str | None] = mapped_column(Text, default=None)
+    reply_at: Mapped[datetime | None] = mapped_column(default=None)
