@@ -458,7 +458,7 @@ class Dialogue:
             out.append(self.t.say(person, "bot.gone"))
             return
         try:
-            rated = await self.concierge.reviews.rate(session_id, person.id, int(number))
+            rated = await self.concierge.rate(person, session_id, int(number))
         except ReviewRefused as exc:
             out.append(self.t.say(person, f"bot.rate.refused.{exc.reason}"))
             return

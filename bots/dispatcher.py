@@ -110,6 +110,6 @@ class Dispatcher:
         await self.deliver(self.dialogue.rounds(await concierge.expire_due()))
         await self.deliver(self.dialogue.payment_notices(await concierge.payment_notices()))
         if serve_line:
-            await concierge.reviews.publish_due()
+            await concierge.publish_reviews()
             rounds, moved = await concierge.serve_line()
             await self.deliver(self.dialogue.served(rounds) + self.dialogue.moved(moved))

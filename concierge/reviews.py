@@ -128,8 +128,8 @@ class Reviews:
         if result.rowcount != 1:  # type: ignore[attr-defined]
             raise ReviewRefused("no_reply")
 
-    async def publish_due(self) -> int:
-        """Reviews whose other half never came: public after the blind period."""
+    async def publish_due(self) -> list[str]:
+        """Reviews whose other half never came: public after the blind period; their subjects."""
         now = self._now()
         async with self._sessions.begin() as db:
             due = list(
@@ -141,7 +141,7 @@ class Reviews:
             )
             for review in due:
                 await _publish(db, review, now)
-        return len(due)
+        return sorted({review.subject_id for review in due})
 
     async def hide(self, review_id: str, reason: str) -> None:
         async with self._sessions.begin() as db:

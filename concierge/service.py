@@ -46,7 +46,7 @@ from concierge.pricing import Pricing, PricingMode
 from concierge.reach import Reach, reach_of, remember
 from concierge.receipts import ReceiptLinks
 from concierge.redis_keys import entity_key
-from concierge.reviews import Reviews
+from concierge.reviews import Rated, Reviews
 from concierge.rooms import SessionRooms
 from concierge.transitions import Lifecycle
 from concierge.views import (
@@ -411,6 +411,25 @@ class Concierge:
             hand_off.sponsor,
             hand_off.refused,
         )
+
+    async def rate(self, person: PersonView, session_id: str, stars: int) -> Rated:
+        """Rate a finished session; once both have, the expert's new rating reaches the matcher."""
+        rated = await self.reviews.rate(session_id, person.id, stars)
+        if rated.published:
+            async with self._reads() as db:
+                expert_id = await db.scalar(select(Session.expert_id).where(Session.id == session_id))
+            if expert_id is not None:
+                await self._matcher.refresh([expert_id])
+        return rated
+
+    async def publish_reviews(self) -> None:
+        """Reviews out of their blind period, and the ratings they change, in the matcher too."""
+        subjects = await self.reviews.publish_due()
+        if subjects:
+            async with self._reads() as db:
+                experts = list(await db.scalars(select(Expert.id).where(Expert.person_id.in_(subjects))))
+            if experts:
+                await self._matcher.refresh(experts)
 
     async def payment_notices(self) -> list[PaymentNotice]:
         """Payment news nobody has been told yet, each taken by one process only."""

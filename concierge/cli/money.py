@@ -16,6 +16,7 @@ from concierge.ledger_check import check_ledger
 from concierge.model import Business, LedgerEntry, Payment, Session
 from concierge.payments import Cashier, PaymentRefused
 from concierge.payments_web import payment_provider
+from concierge.reviews import Reviews
 
 
 @main.group()
@@ -167,3 +168,23 @@ def payments_refund(session_id: str, amount: int | None, reason: str, as_json: b
 
     done = run(run_command)
     click.echo(json.dumps(done) if as_json else f"refunded {done['refunded']} {done['currency']}")
+
+
+@main.group()
+def reviews() -> None:
+    """Reviews people gave each other."""
+
+
+@reviews.command("hide")
+@click.argument("review_id")
+@click.option("--reason", required=True, help="Why, kept with the review for the audit.")
+def reviews_hide(review_id: str, reason: str) -> None:
+    """Hide an abusive review: it stays in the database, out of view and out of the rating."""
+    settings = settings_or_exit()
+
+    async def run_command() -> None:
+        async with database(settings) as sessions:
+            await Reviews(sessions).hide(review_id, reason)
+
+    run(run_command)
+    click.echo(f"review {review_id} hidden")
