@@ -228,7 +228,7 @@ class Stalls:
             "gc_full": sum(1 for generation, _ in pauses if generation == 2),
             "gc_full_max": max((p for g, p in pauses if g == 2), default=0.0),
             "gc_seconds": sum(p for _, p in pauses),
-            "gc_objects": len(gc.get_objects()) + gc.get_freeze_count(),
+            # Not len(gc.get_objects()): listing a million objects would itself stall the loop.
             "gc_frozen": gc.get_freeze_count(),
         }
 
@@ -1171,7 +1171,7 @@ class DirectStep:
     gateway_lag: float = 0.0
     gateway_gc: float = 0.0
     gateway_gc_share: float = 0.0  # of the window, in collections
-    gateway_objects: int = 0  # objects the collector tracks (frozen ones included)
+    gateway_frozen: int = 0  # objects frozen out of the collector's way
     clients_lag: float = 0.0
     clients_gc: float = 0.0
     verdict: Verdict = field(default_factory=Verdict)
@@ -1220,7 +1220,7 @@ def direct_step(rooms: int, window: Window, joined: dict[str, Any]) -> DirectSte
         gateway_lag=window.gateway_stalls.get("lag_max", float("nan")),
         gateway_gc=window.gateway_stalls.get("gc_max", float("nan")),
         gateway_gc_share=window.gateway_stalls.get("gc_seconds", 0.0) / window.seconds,
-        gateway_objects=int(window.gateway_stalls.get("gc_objects", 0)),
+        gateway_frozen=int(window.gateway_stalls.get("gc_frozen", 0)),
         clients_lag=window.clients_stalls.get("lag_max", float("nan")),
         clients_gc=window.clients_stalls.get("gc_max", float("nan")),
     )
@@ -1244,7 +1244,7 @@ def direct_step(rooms: int, window: Window, joined: dict[str, Any]) -> DirectSte
 DIRECT_HEADER = (
     f"{'rooms':>6}{'gateway':>9}{'ms/s/room':>11}{'clients':>9}{'irq':>6}{'other':>7}{'cl.other':>9}"
     f"{'tick late p50/p99/max ms':>26}{'stalled':>9}{'join s':>8}"
-    f"{'gw lag/gc ms':>14}{'gc %':>6}{'heap':>7}{'cl lag/gc':>11}"
+    f"{'gw lag/gc ms':>14}{'gc %':>6}{'frozen':>7}{'cl lag/gc':>11}"
 )
 
 
@@ -1256,7 +1256,7 @@ def direct_row(step: DirectStep, note: str = "") -> str:
         f"{step.other_on_gateway_core * 100:>6.1f}%{step.other_on_clients_core * 100:>8.1f}%{late:>26}"
         f"{step.stalled:>9}{step.join_seconds:>8.1f}"
         f"{f'{step.gateway_lag * 1000:.0f}/{step.gateway_gc * 1000:.0f}':>14}"
-        f"{step.gateway_gc_share * 100:>5.1f}%{step.gateway_objects / 1e6:>6.2f}M"
+        f"{step.gateway_gc_share * 100:>5.1f}%{step.gateway_frozen / 1e6:>6.2f}M"
         f"{f'{step.clients_lag * 1000:.0f}/{step.clients_gc * 1000:.0f}':>11}"
         + (f"  {step.limit}" if step.limit else "")
         + (f" ({note})" if note else "")

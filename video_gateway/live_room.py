@@ -45,6 +45,9 @@ REPORT_WITHIN_SECONDS = 2 * REPORT_SECONDS + 1.0
 # A page not heard from this long is pinged once a second (direct-mode pages report more often).
 PING_SECONDS = REPORT_SECONDS + 1.0
 SILENT_CONTROL_SECONDS = PING_SECONDS + 4.0
+# A meter saved second by second rewrites only its billed time; all of it (and the key's expiry)
+# when the state changes and at least this often.
+REFRESH_SAVED_SECONDS = 600.0
 
 
 class LiveRoom:
@@ -86,6 +89,7 @@ class LiveRoom:
         # rooms do not all send their ticks in the same instant.
         self.tick_phase = 0
         self._saved: tuple[int, MeterState, bool] = (meter.billed_ms, meter.state, meter.warned)
+        self._fully_saved_at: float | None = None
 
     @property
     def id(self) -> str:
@@ -338,12 +342,28 @@ class LiveRoom:
         for seat in self._present():
             seat.tell(tick)
 
-    def unsaved(self) -> bool:
-        """Whether the meter moved since it was last saved (idle rooms cost no Redis writes)."""
-        return self._saved != (self.meter.billed_ms, self.meter.state, self.meter.warned)
+    @property
+    def fine_steps(self) -> bool:
+        """Whether the room needs the clock's quarter-second steps, not just whole seconds: relayed
+        media is watched frame by frame, and a budget about to run out stops on time. A direct-mode
+        room learns of changes from its pages' reports, as they come."""
+        if self.relay:
+            return True
+        budget = self.meter.budget_seconds
+        return budget is not None and budget * 1000 - self.meter.billed_ms <= 2000
 
-    def saved(self) -> None:
+    def unsaved(self, now: float) -> bool | None:
+        """None when the meter has not moved since it was last saved (idle rooms cost no Redis
+        writes); True when it needs a full save, False when the billed time alone changed."""
+        if self._saved == (self.meter.billed_ms, self.meter.state, self.meter.warned):
+            return None
+        full = self._saved[1:] != (self.meter.state, self.meter.warned)
+        return full or self._fully_saved_at is None or now - self._fully_saved_at >= REFRESH_SAVED_SECONDS
+
+    def saved(self, now: float, *, full: bool) -> None:
         self._saved = (self.meter.billed_ms, self.meter.state, self.meter.warned)
+        if full:
+            self._fully_saved_at = now
 
     def _silence_check(self, role: Role, now: float) -> None:
         """A gateway connection that stopped answering pings is treated as gone."""

@@ -29,13 +29,17 @@ class MeterStore:
         self._redis = redis
 
     async def save(self, room_id: str, meter: Meter) -> None:
-        await self.save_many([(room_id, meter)])
+        await self.save_many([(room_id, meter, True)])
 
-    async def save_many(self, meters: Sequence[tuple[str, Meter]]) -> None:
-        """Every room's meter in one round trip (rooms span hash slots: no MULTI across them)."""
+    async def save_many(self, meters: Sequence[tuple[str, Meter, bool]]) -> None:
+        """Rooms' meters in one round trip (rooms span hash slots: no MULTI across them); each in
+        full with its expiry, or (False) only its billed time, what changes every second."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            for room_id, meter in meters:
+            for room_id, meter, full in meters:
                 key = room_key(room_id, "meter")
+                if not full:
+                    pipe.hset(key, "billed_ms", meter.billed_ms)
+                    continue
                 pipe.hset(
                     key,
                     mapping={
