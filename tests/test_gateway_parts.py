@@ -244,7 +244,7 @@ def test_survivors_are_frozen_and_closed_connections_bring_a_compaction(
     keeper = heap.HeapKeeper(freeze_seconds=10.0)
     try:
         keeper.step(time.monotonic(), open_connections=2)
-        assert not keeper.froze  # not yet ten seconds
+        assert not keeper.froze  # not yet its ten seconds
         keeper.step(time.monotonic() + 10, open_connections=2)
         assert keeper.froze
         assert gc.get_freeze_count() > 0

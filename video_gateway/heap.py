@@ -7,11 +7,15 @@ rooms a single full collection stopped the loop for 200–300 ms, and every tick
 signalling frame waited behind it (`make bench-gateway` measured the loop lag and the collector's
 pauses side by side).
 
-So objects that survived a while are moved out of the collector's way: every few seconds the
-young objects are collected (a short pause: only what was made since the previous time is
-walked) and the survivors frozen (`gc.freeze`). Frozen objects are still freed by reference
-counting; what they cannot get rid of is a reference cycle that dies while frozen, which is what
-a closed connection mostly leaves (about 70 % of its objects). Those are reclaimed by a compaction
+So objects that survived a while are moved out of the collector's way: every two seconds a full
+collection runs (a short pause: only what was made since the previous time is walked) and the
+survivors are frozen (`gc.freeze`). Every ten seconds left 100-180 ms pauses at 1,000-2,000 rooms,
+every two 20-65 ms.
+
+Frozen objects are still freed by reference counting; what they cannot get rid of is a reference
+cycle that dies while frozen. In the steady state that does not happen (a hundred connections
+exchanging messages every second kept the frozen count flat, ±0.3 %, over 90 s), but a closed
+connection leaves most of its objects (about 70 %) in cycles. Those are reclaimed by a compaction
 (unfreeze, one full collection over everything, freeze again) once the connections closed since
 the last compaction outnumber the open ones: memory stays within about twice the live
 connections' share, at the price of one heap-sized pause per turnover of the rooms. Cycles other
@@ -27,7 +31,7 @@ import structlog
 
 log = structlog.get_logger("video_gateway.heap")
 
-FREEZE_SECONDS = 10.0
+FREEZE_SECONDS = 2.0
 # Below this many closed connections a compaction would reclaim too little to be worth its pause.
 COMPACT_AFTER_CLOSED = 200
 COMPACT_SECONDS = 3600.0
