@@ -20,6 +20,8 @@ from concierge.claims import AlreadyTaken
 from concierge.errors import DomainError, InviteRefused, NotFound
 from concierge.lifecycle import State
 from concierge.linking import LinkRefused
+from concierge.model import MoneyBackStatus
+from concierge.money_back import MoneyBackRefused
 from concierge.onboarding import ListingRefused
 from concierge.people import AgeGate
 from concierge.reviews import BLIND_DAYS, ReviewRefused
@@ -130,6 +132,8 @@ class Dialogue:
             await self.setup.answer(person, conv, text, out)
         elif conv.step.startswith(("review:", "reply:")):
             await self._review_text(person, conv, text, out)
+        elif conv.step.startswith("moneyback:"):
+            await self._money_back_reason(person, conv, text, out)
         else:
             await self._ask(event, person, conv, out, text)
 
@@ -221,6 +225,8 @@ class Dialogue:
             await self._expert_press(action, rest, person, out)
         elif action == "lang":
             await self._set_language(rest, person, conv, out)
+        elif action in {"mb_ask", "mb", "mb_esc"}:
+            await self._money_back_press(action, rest, person, conv, out)
         elif action == "rate":
             await self._rate_press(rest, person, conv, out)
         elif action == "review_skip":
@@ -395,7 +401,13 @@ class Dialogue:
                         charged=amount(notice.amount, c_lang),
                     )
                     button = Button(self.t("bot.receipt.open", c_lang), url=notice.receipt_url)
-                    replies.append(replace(told, buttons=((button,),)))
+                    rows: list[tuple[Button, ...]] = [(button,)]
+                    if notice.amount:
+                        money_back = Button(
+                            self.t("bot.moneyback.button", c_lang), f"mb_ask:{notice.session_id}"
+                        )
+                        rows.append((money_back,))
+                    replies.append(replace(told, buttons=tuple(rows)))
                     replies.append(self._rating_prompt(customer, notice.session_id, expert.name))
                 if expert.reach is not None and notice.statement_url:
                     fee = amount(notice.fee, e_lang)
@@ -442,6 +454,8 @@ class Dialogue:
                             share=amount(notice.amount - notice.fee, e_lang),
                         )
                     )
+            elif notice.kind == "moneyback_refused" and customer.reach is not None:
+                replies.append(self.t.say(customer, "bot.moneyback.refused", note=notice.note or "—"))
             elif notice.kind == "paid_out" and expert.reach is not None:
                 replies.append(self.t.say(expert, "bot.paid_out", amount=amount(notice.amount, e_lang)))
         return replies
@@ -507,6 +521,69 @@ class Dialogue:
         )
         title = self.t("bot.reviews.title", person.locale)
         out.append(Reply(reach_or_fail(person), "\n".join([title, *body]), buttons=buttons))
+
+    # ------------------------------------------------------------------ money back
+
+    async def _money_back_press(
+        self, action: str, rest: str, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        money_back = self.concierge.money_back
+        try:
+            if action == "mb_ask":
+                session = await self.concierge.session_parties(rest)
+                conv.step = f"moneyback:{rest}"
+                out.append(self.t.say(person, "bot.moneyback.ask_reason", name=session[1].name))
+            elif action == "mb":
+                request_id, _, decision = rest.rpartition(":")
+                view = await money_back.answer(person.id, request_id, decision)
+                customer = await self.concierge.person(view.customer_id)
+                who = customer.name or self.t("receipt.customer", person.locale)
+                if view.status is MoneyBackStatus.GRANTED:
+                    granted = money(view.granted_amount or 0, view.currency, person.locale)
+                    out.append(self.t.say(person, "bot.moneyback.granted_expert", amount=granted, name=who))
+                else:
+                    out.append(self.t.say(person, "bot.moneyback.declined_expert", name=who))
+                    if customer.reach is not None:
+                        escalate = Button(
+                            self.t("bot.moneyback.escalate", customer.locale), f"mb_esc:{view.id}"
+                        )
+                        told = self.t.say(customer, "bot.moneyback.declined", name=person.name)
+                        out.append(replace(told, buttons=((escalate,),)))
+            else:
+                await money_back.escalate(person.id, rest)
+                out.append(self.t.say(person, "bot.moneyback.escalated"))
+        except MoneyBackRefused as exc:
+            hours = self.concierge.settings.refund_window_hours
+            out.append(self.t.say(person, f"bot.moneyback.refused.{exc.reason}", hours=hours))
+
+    async def _money_back_reason(
+        self, person: PersonView, conv: Conversation, text: str, out: list[Reply]
+    ) -> None:
+        session_id = conv.step.partition(":")[2]
+        conv.step = "idle"
+        try:
+            view = await self.concierge.money_back.ask(person.id, session_id, text)
+        except MoneyBackRefused as exc:
+            hours = self.concierge.settings.refund_window_hours
+            out.append(self.t.say(person, f"bot.moneyback.refused.{exc.reason}", hours=hours))
+            return
+        _, expert = await self.concierge.session_parties(session_id)
+        out.append(self.t.say(person, "bot.moneyback.sent", name=expert.name))
+        if expert.reach is None:
+            return
+        lang = expert.locale
+        asked = self.t.say(
+            expert,
+            "bot.moneyback.request",
+            name=person.name or self.t("receipt.customer", lang),
+            amount=money(view.amount, view.currency, lang),
+            reason=view.reason,
+        )
+        buttons = tuple(
+            Button(self.t(f"bot.moneyback.{decision}", lang), f"mb:{view.id}:{decision}")
+            for decision in ("all", "half", "decline")
+        )
+        out.append(replace(asked, buttons=(buttons,)))
 
     def _with_room(self, reply: Reply, person: PersonView, link: str | None, room: RoomLinks | None) -> Reply:
         """The person's own room link as a button, and the recording notice before they join."""

@@ -41,6 +41,7 @@ from concierge.model import (
     Session,
     utcnow,
 )
+from concierge.money_back import MoneyBack
 from concierge.payments import Cashier, HandOff, PaymentRefused, session_quote
 from concierge.pricing import Pricing, PricingMode
 from concierge.reach import Reach, reach_of, remember
@@ -93,6 +94,7 @@ class Concierge:
         self.cashier = cashier or Cashier(settings, sessions, InvoiceProvider(), clock=clock)
         self.receipts = ReceiptLinks(settings.signing_key, settings.base_url)
         self.reviews = Reviews(sessions, clock=clock)
+        self.money_back = MoneyBack(sessions, self.cashier, clock=clock)
         self._sessions = sessions
         self._reads = read_sessions(sessions)
         self._redis = redis
@@ -466,9 +468,21 @@ class Concierge:
                     receipt,
                     statement,
                     payout_link,
+                    detail.get("note"),
                 )
             )
         return out
+
+    async def session_parties(self, session_id: str) -> tuple[PersonView, PersonView]:
+        """(customer, expert) of a session."""
+        async with self._reads() as db:
+            session = await db.get(Session, session_id)
+        if session is None:
+            raise NotFound("session", session_id)
+        experts = await self._expert_people([session.expert_id])
+        if session.expert_id not in experts:
+            raise NotFound("expert", session.expert_id)
+        return await self.person(session.customer_id), experts[session.expert_id]
 
     async def decline(self, expert: PersonView, request_id: str) -> Round | None:
         """Record the Decline; when nobody of the round is left, the next round starts now."""

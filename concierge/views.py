@@ -143,6 +143,7 @@ class PaymentNotice:
     receipt_url: str | None = None
     statement_url: str | None = None
     payout_link: str | None = None  # the expert's payout onboarding, while payouts are blocked
+    note: str | None = None  # the operators' reasons, when they refused money back
 
 
 @dataclass(frozen=True, slots=True)

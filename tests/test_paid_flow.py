@@ -379,6 +379,22 @@ async def test_without_stripe_a_paid_session_is_invoiced_and_receipted(
         assert "<th>Charged</th><td>€1.50</td>" in page
         session = await the_session(client)
         assert session.state is State.SETTLED
+
+        # Money back, asked in the chat: the expert refunds half, both are told, the books follow.
+        await customer.press(button(settled, "Ask for money back"))
+        await customer.wait_text("What went wrong?")
+        await customer.say("The sound kept cutting out.")
+        await customer.wait_text("Your request is with Tomás")
+        asked = await expert.wait_text("asks for their money back (€1.50)")
+        assert "The sound kept cutting out." in asked["text"]
+        await expert.press(button(asked, "Refund half"))
+        await expert.wait_text("Done: €0.75 goes back")
+        await customer.wait_text("€0.75 has been refunded", timeout=15)
+        await customer.press(button(settled, "Ask for money back"))
+        await customer.say("And the other half?")
+        await customer.wait_text("You have already asked for money back")
+        session = await the_session(client)
+        assert session.state is State.REFUNDED
         await customer.close()
         await expert.close()
 
@@ -389,7 +405,7 @@ async def test_without_stripe_a_paid_session_is_invoiced_and_receipted(
     )
     assert code == 0, err
     shown = json.loads(out)
-    assert shown["state"] == "settled"
+    assert shown["state"] == "refunded"
     captures = [p for p in shown["payments"] if p["kind"] == "capture"]
     assert [(p["provider"], p["amount"], p["fee"], p["currency"]) for p in captures] == [
         ("invoice", RATE, COMMISSION, "EUR")

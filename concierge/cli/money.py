@@ -13,7 +13,8 @@ from billing.errors import ProviderError
 from concierge.cli.commands import main
 from concierge.cli.common import database, run, settings_or_exit
 from concierge.ledger_check import check_ledger
-from concierge.model import Business, LedgerEntry, Payment, Session
+from concierge.model import Business, LedgerEntry, MoneyBackStatus, Payment, Session
+from concierge.money_back import MoneyBack, MoneyBackRefused, MoneyBackView
 from concierge.payments import Cashier, PaymentRefused
 from concierge.payments_web import payment_provider
 from concierge.reviews import Reviews
@@ -188,3 +189,90 @@ def reviews_hide(review_id: str, reason: str) -> None:
 
     run(run_command)
     click.echo(f"review {review_id} hidden")
+
+
+@main.group("moneyback")
+def money_back() -> None:
+    """Money-back requests: what experts declined and customers escalated, for the operators."""
+
+
+def _request_json(view: MoneyBackView) -> dict[str, Any]:
+    return {
+        "id": view.id,
+        "session": view.session_id,
+        "status": view.status.value,
+        "reason": view.reason,
+        "amount": view.amount,
+        "currency": view.currency,
+        "granted": view.granted_amount,
+    }
+
+
+@money_back.command("list")
+@click.option("--status", type=click.Choice([s.value for s in MoneyBackStatus]), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def money_back_list(status: str | None, as_json: bool) -> None:
+    """Requests, oldest first (all, or with one status such as `escalated`)."""
+    settings = settings_or_exit()
+
+    async def run_command() -> list[dict[str, Any]]:
+        provider = payment_provider(settings)
+        try:
+            async with database(settings) as sessions:
+                desk = MoneyBack(sessions, Cashier(settings, sessions, provider))
+                views = await desk.listed(MoneyBackStatus(status) if status else None)
+        finally:
+            await provider.close()
+        return [_request_json(view) for view in views]
+
+    listed = run(run_command)
+    if as_json:
+        click.echo(json.dumps(listed))
+        return
+    for line in listed:
+        click.echo(f"{line['id']} {line['status']} {line['amount']} {line['currency']}: {line['reason']}")
+
+
+@money_back.command("show")
+@click.argument("request_id")
+def money_back_show(request_id: str) -> None:
+    """The facts to decide on (times, billed seconds, connection events, recording, payments) as JSON."""
+    settings = settings_or_exit()
+
+    async def run_command() -> dict[str, Any]:
+        provider = payment_provider(settings)
+        try:
+            async with database(settings) as sessions:
+                return await MoneyBack(sessions, Cashier(settings, sessions, provider)).facts(request_id)
+        finally:
+            await provider.close()
+
+    click.echo(json.dumps(run(run_command), indent=2))
+
+
+@money_back.command("decide")
+@click.argument("request_id")
+@click.option("--amount", type=click.IntRange(1), default=None, help="Minor units to refund (default: all).")
+@click.option("--refuse", is_flag=True, help="Refund nothing; the customer is told, with the note.")
+@click.option("--note", required=True, help="The reasons, kept and (when refusing) sent to the customer.")
+def money_back_decide(request_id: str, amount: int | None, refuse: bool, note: str) -> None:
+    """Decide an escalated request: refund (all or --amount) or --refuse."""
+    if refuse and amount is not None:
+        raise click.UsageError("--refuse and --amount exclude each other")
+    settings = settings_or_exit()
+
+    async def run_command() -> dict[str, Any]:
+        provider = payment_provider(settings)
+        try:
+            async with database(settings) as sessions:
+                desk = MoneyBack(sessions, Cashier(settings, sessions, provider))
+                view = await desk.decide(request_id, 0 if refuse else amount, note)
+        except MoneyBackRefused as exc:
+            raise click.ClickException(f"cannot decide: {exc.reason}") from exc
+        except ProviderError as exc:
+            raise click.ClickException(f"the refund failed: {exc}") from exc
+        finally:
+            await provider.close()
+        return _request_json(view)
+
+    click.echo(json.dumps(run(run_command)))

@@ -3,6 +3,7 @@
 from concierge.model.base import Base, new_id, utcnow
 from concierge.model.business import Business, Community, InviteCode, RosterScope
 from concierge.model.expert import Expert
+from concierge.model.money_back import MoneyBackRequest, MoneyBackStatus
 from concierge.model.payment import LedgerEntry, Notice, Payment, PaymentKind, PaymentStatus, WebhookEvent
 from concierge.model.person import Channel, ChannelIdentity, Person
 from concierge.model.request import HelpRequest, Offer, OfferStatus
@@ -21,6 +22,8 @@ __all__ = [
     "InviteCode",
     "LedgerEntry",
     "LifecycleEvent",
+    "MoneyBackRequest",
+    "MoneyBackStatus",
     "Notice",
     "Offer",
     "OfferStatus",
