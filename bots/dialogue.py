@@ -64,6 +64,7 @@ class Dialogue:
             "cancel": self._cancel,
             "sessions": self._sessions,
             "reviews": self._reviews,
+            "blocks": self._blocks,
             "profile": self._profile,
             "expert": self._expert,
             "online": self._online,
@@ -227,6 +228,8 @@ class Dialogue:
             await self._set_language(rest, person, conv, out)
         elif action in {"mb_ask", "mb", "mb_esc"}:
             await self._money_back_press(action, rest, person, conv, out)
+        elif action in {"block", "unblock"}:
+            await self._block_press(action, rest, person, out)
         elif action == "rate":
             await self._rate_press(rest, person, conv, out)
         elif action == "review_skip":
@@ -462,7 +465,35 @@ class Dialogue:
 
     def _rating_prompt(self, person: PersonView, session_id: str, name: str) -> Reply:
         stars = tuple(Button("★" * n, f"rate:{session_id}:{n}") for n in range(1, 6))
-        return replace(self.t.say(person, "bot.rate.ask", name=name), buttons=(stars,))
+        block = Button(self.t("bot.block.button", person.locale, name=name), f"block:{session_id}")
+        return replace(self.t.say(person, "bot.rate.ask", name=name), buttons=(stars, (block,)))
+
+    # ------------------------------------------------------------------ blocking
+
+    async def _block_press(self, action: str, rest: str, person: PersonView, out: list[Reply]) -> None:
+        blocks = self.concierge.blocks
+        if action == "block":
+            other = await self.concierge.person(await blocks.block_other_party(person.id, rest))
+            name = other.name or self.t("receipt.customer", person.locale)
+            out.append(self.t.say(person, "bot.block.done", name=name))
+            return
+        names = dict(await blocks.blocked_by(person.id))
+        await blocks.unblock(person.id, rest)
+        out.append(self.t.say(person, "bot.blocks.unblocked", name=names.get(rest) or "?"))
+
+    async def _blocks(
+        self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        blocked = await self.concierge.blocks.blocked_by(person.id)
+        if not blocked:
+            out.append(self.t.say(person, "bot.blocks.none"))
+            return
+        buttons = tuple(
+            (Button(self.t("bot.blocks.unblock", person.locale, name=name or "?"), f"unblock:{ident}"),)
+            for ident, name in blocked[:10]
+        )
+        names = ", ".join(name or "?" for _, name in blocked)
+        out.append(replace(self.t.say(person, "bot.blocks.title", names=names), buttons=buttons))
 
     # ------------------------------------------------------------------ reviews
 

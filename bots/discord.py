@@ -138,6 +138,7 @@ class DiscordChannel:
             ("cancel", "Stop what we are doing"),
             ("sessions", "Your sessions"),
             ("reviews", "Reviews of you"),
+            ("blocks", "People you blocked"),
             ("profile", "What I know about you, and your listing"),
         ):
             tree.add_command(

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session as OrmSession
 from billing.invoice import InvoiceProvider
 from billing.quotes import commission_percent
 from concierge import onboarding, people
+from concierge.blocks import Blocks
 from concierge.claims import OfferDesk
 from concierge.communities import Communities, Scope
 from concierge.config import Settings
@@ -95,6 +96,7 @@ class Concierge:
         self.receipts = ReceiptLinks(settings.signing_key, settings.base_url)
         self.reviews = Reviews(sessions, clock=clock)
         self.money_back = MoneyBack(sessions, self.cashier, clock=clock)
+        self.blocks = Blocks(sessions)
         self._sessions = sessions
         self._reads = read_sessions(sessions)
         self._redis = redis
@@ -215,7 +217,9 @@ class Concierge:
         With `adopt_language`, a request written in another supported language than the
         person's makes that their language (they have not chosen one explicitly)."""
         scope = await self.communities.scope_of(*community) if community is not None else None
-        query = self._query(customer, text, scope=scope)
+        query = self._query(
+            customer, text, scope=scope, blocked=await self.blocks.experts_apart_from(customer.id)
+        )
         result = await self._matcher.match(query)
         if result.no_experts is NoExperts.CANNOT_UNDERSTAND:
             return NoMatch("cannot_understand")
@@ -665,7 +669,7 @@ class Concierge:
             request.text,
             language=request.language,
             scope=await self.communities.scope_of_request(request.community_id),
-            blocked=blocked,
+            blocked=blocked | await self.blocks.experts_apart_from(customer.id),
             accept_english=True,
             top=top or self.settings.offer_batch,
         )

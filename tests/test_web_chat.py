@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,7 +16,8 @@ from sqlalchemy import select
 
 from concierge.invites import create_invite
 from concierge.lifecycle import State
-from concierge.model import Channel, Expert, HelpRequest, Person, Session
+from concierge.model import Channel, ChannelIdentity, Expert, HelpRequest, Person, Session
+from concierge.transitions import Lifecycle
 from tests.gateway_harness import wait_until
 from tests.harness import (
     WebUser,
@@ -453,3 +455,55 @@ async def test_leaving_the_line_moves_the_next_customer_up(service: Any) -> None
     dispatcher = dispatcher_of(service)
     await dispatcher.tick(serve_line=True)  # the background tick, without waiting for it
     await second.wait_text("You are number 1 in line")
+
+
+@SQLITE
+async def test_a_blocked_pair_is_never_matched_again_until_unblocked(service: Any) -> None:
+    await networking_experts(service, "net-1", "net-2")
+    customer = WebUser(service)
+    await customer.connect()
+    await customer.wait_welcome()
+    await stated(customer, "1990-01-01")
+    cards = await customer.wait_text("Wi-Fi and home network help")
+    assert "Expert 1" in cards["text"]
+    assert "Expert 2" in cards["text"]
+
+    # A session with Expert 1 happened; from its end-of-call message the customer blocks them.
+    sessions = app_sessions(service)
+    async with sessions() as db:
+        person_id = await db.scalar(
+            select(ChannelIdentity.person_id).where(ChannelIdentity.external_id == customer.visitor)
+        )
+    assert person_id is not None
+    lifecycle = Lifecycle(sessions)
+    request = await lifecycle.open_request(person_id, "my printer is offline")
+    await lifecycle.offer(request.id, [("net-1", 1.0)])
+    session = await lifecycle.claim(request.id, "net-1", commission_percent=Decimal(20))
+    await lifecycle.confirm_free(session.id)
+    await lifecycle.go_live(session.id)
+    await lifecycle.end(session.id, 0)
+    await customer.press(f"block:{session.id}")
+    await customer.wait_text("Expert 1 is blocked")
+
+    def after(fragment: str) -> Any:
+        seen = len(customer.messages)
+        return customer.wait_for(lambda m: fragment in m["text"] and customer.messages.index(m) >= seen)
+
+    asked = after("Wi-Fi and home network help")
+    await customer.say("/cancel")
+    await customer.wait_text("cancelled")
+    await customer.say("My laptop wifi drops every few minutes")
+    again = await asked
+    assert "Expert 2" in again["text"]
+    assert "Expert 1" not in again["text"]
+
+    await customer.say("/blocks")
+    listed = await customer.wait_text("You blocked: Expert 1")
+    await customer.press(button(listed, "Unblock Expert 1"))
+    await customer.wait_text("Expert 1 is unblocked")
+    asked = after("Wi-Fi and home network help")
+    await customer.say("/cancel")
+    await customer.say("My router keeps losing the connection")
+    back = await asked
+    assert "Expert 1" in back["text"]
+    await customer.close()

@@ -1,6 +1,7 @@
 """The typed domain model, mapped to tables; one module per noun."""
 
 from concierge.model.base import Base, new_id, utcnow
+from concierge.model.block import Block
 from concierge.model.business import Business, Community, InviteCode, RosterScope
 from concierge.model.expert import Expert
 from concierge.model.money_back import MoneyBackRequest, MoneyBackStatus
@@ -13,6 +14,7 @@ from concierge.model.session import LifecycleEvent, Session
 
 __all__ = [
     "Base",
+    "Block",
     "Business",
     "Channel",
     "ChannelIdentity",
