@@ -76,10 +76,11 @@ class World:
     lifecycle: Lifecycle
 
     async def restart(self) -> Cashier:
-        """A new process: a new provider client and cashier over the same database and Stripe."""
-        await self.cashier.provider.close()
+        """A new process: a new provider client and cashier over the same database and Stripe.
+        (The webhook endpoint stays with the first one, like another process behind the same URL.)"""
+        if self.cashier is not self.app[CASHIER]:
+            await self.cashier.provider.close()
         self.cashier = Cashier(self.settings, self.sessions, provider(self.fake, self.secret))
-        self.app[CASHIER] = self.cashier
         return self.cashier
 
     app: web.Application = None  # type: ignore[assignment]
@@ -167,7 +168,9 @@ async def world(
         try:
             yield world
         finally:
-            await world.cashier.provider.close()
+            if world.cashier is not cashier:
+                await world.cashier.provider.close()
+            await cashier.provider.close()
             await runner.cleanup()
     assert not fake.server_errors
 
