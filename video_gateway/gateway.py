@@ -27,6 +27,8 @@ log = structlog.get_logger("video_gateway.gateway")
 
 STEP_SECONDS = 0.25
 STEPS_PER_SECOND = 4
+# Behind schedule by more than this (a stalled process), the clock starts over from now.
+FALLEN_BEHIND_SECONDS = 2.0
 # The durable record follows live meters this closely, in seconds (Redis has them every second);
 # each second writes the rooms whose turn it is.
 PROGRESS_SECONDS = 5
@@ -61,6 +63,8 @@ class Gateway:
         self._clock_task: asyncio.Task[None] | None = None
         self._heap = HeapKeeper()
         self._rooms_opened = 0
+        self._saving: asyncio.Task[None] | None = None
+        self._saved_second = -1
 
     def start(self) -> None:
         self._clock_task = asyncio.create_task(self._run_clock(), name="room-clock")
@@ -77,8 +81,8 @@ class Gateway:
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            else:
-                due = time.monotonic()  # fell behind: carry on from now rather than rush to catch up
+            elif delay < -FALLEN_BEHIND_SECONDS:
+                due = time.monotonic()  # the process stalled: carry on from now rather than rush
             now = time.monotonic()
             rooms = list(self.rooms.values())
             steps += 1
@@ -98,22 +102,31 @@ class Gateway:
                     room.second(now, second)
                 except Exception:
                     log.exception("room second failed", room=room.id)
-            await self._save(rooms, second)
+            # Saving runs beside the clock: its round trips to Redis and the database must not push
+            # the next second's ticks back. One save at a time; a second that finds one still
+            # running leaves its meters to the next (each save writes the latest values).
+            if self._saving is None or self._saving.done():
+                self._saving = asyncio.create_task(self._save(rooms, second), name="room-meters")
             self._heap.step(time.monotonic(), sum(room.connections() for room in rooms))
 
     async def _save(self, rooms: list[LiveRoom], second: int) -> None:
         now = time.monotonic()
+        # The turns of the seconds since the last save: none is skipped when a save ran long.
+        turns = {-s % PROGRESS_SECONDS for s in range(max(self._saved_second + 1, second - 4), second + 1)}
+        self._saved_second = second
         changed = [(room, full) for room in rooms if (full := room.unsaved(now)) is not None]
         try:
             for start in range(0, len(changed), SAVE_CHUNK):
                 chunk = changed[start : start + SAVE_CHUNK]
+                # What is written, taken now: the clock moves the meters on during the round trip.
+                written = [room.meter_values() for room, _ in chunk]
                 await self._meters.save_many([(room.id, room.meter, full) for room, full in chunk])
-                for room, full in chunk:
-                    room.saved(now, full=full)
+                for (room, full), values in zip(chunk, written, strict=True):
+                    room.saved(now, values, full=full)
             live = [
                 room
                 for room in rooms
-                if room.meter.state is MeterState.LIVE and (second + room.tick_phase) % PROGRESS_SECONDS == 0
+                if room.meter.state is MeterState.LIVE and room.tick_phase % PROGRESS_SECONDS in turns
             ]
             if live:
                 await self.book.progress_many(
@@ -184,6 +197,9 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._clock_task
             self._clock_task = None
+        if self._saving is not None:
+            with contextlib.suppress(Exception):
+                await self._saving
         for room in list(self.rooms.values()):
             await room.close()
         self._heap.release()

@@ -88,7 +88,7 @@ class LiveRoom:
         # Which second of the tick period this room ticks in: rooms take turns, so that a thousand
         # rooms do not all send their ticks in the same instant.
         self.tick_phase = 0
-        self._saved: tuple[int, MeterState, bool] = (meter.billed_ms, meter.state, meter.warned)
+        self._saved = self.meter_values()
         self._fully_saved_at: float | None = None
 
     @property
@@ -352,16 +352,20 @@ class LiveRoom:
         budget = self.meter.budget_seconds
         return budget is not None and budget * 1000 - self.meter.billed_ms <= 2000
 
+    def meter_values(self) -> tuple[int, MeterState, bool]:
+        return (self.meter.billed_ms, self.meter.state, self.meter.warned)
+
     def unsaved(self, now: float) -> bool | None:
         """None when the meter has not moved since it was last saved (idle rooms cost no Redis
         writes); True when it needs a full save, False when the billed time alone changed."""
-        if self._saved == (self.meter.billed_ms, self.meter.state, self.meter.warned):
+        values = self.meter_values()
+        if self._saved == values:
             return None
-        full = self._saved[1:] != (self.meter.state, self.meter.warned)
+        full = self._saved[1:] != values[1:]
         return full or self._fully_saved_at is None or now - self._fully_saved_at >= REFRESH_SAVED_SECONDS
 
-    def saved(self, now: float, *, full: bool) -> None:
-        self._saved = (self.meter.billed_ms, self.meter.state, self.meter.warned)
+    def saved(self, now: float, values: tuple[int, MeterState, bool], *, full: bool) -> None:
+        self._saved = values
         if full:
             self._fully_saved_at = now
 
