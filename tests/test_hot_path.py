@@ -296,3 +296,28 @@ async def test_a_turn_starts_with_the_count_the_conversation_and_the_remembered_
         assert stored.step == "after 3"
     finally:
         await redis.aclose()
+
+
+async def test_writes_asked_together_commit_together_and_fail_alone(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    customer = await add_person(sessions)
+    first = await Lifecycle(sessions).open_request(customer.id, "help me")
+
+    def insert(request_id: str) -> Any:
+        def work(db: Connection) -> str:
+            db.execute(HelpRequest.__table__.insert(), [{**_row(first), "id": request_id}])
+            return request_id
+
+        return work
+
+    def failing(db: Connection) -> None:
+        db.execute(HelpRequest.__table__.insert(), [{**_row(first), "id": "req_twice"}])
+        db.execute(HelpRequest.__table__.insert(), [_row(first)])  # the first request's id again
+
+    asked = [write(sessions, insert(f"req_{i}")) for i in range(5)]
+    outcomes = await asyncio.gather(*asked[:2], write(sessions, failing), *asked[2:], return_exceptions=True)
+    assert outcomes[:2] + outcomes[3:] == [f"req_{i}" for i in range(5)]
+    assert isinstance(outcomes[2], IntegrityError)
+    ids = await read(sessions, lambda db: set(db.scalars(select(HelpRequest.id))))
+    assert ids == {first.id, *(f"req_{i}" for i in range(5))}  # nothing of the failed one
