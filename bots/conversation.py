@@ -60,3 +60,6 @@ class ConversationStore:
 
     async def save(self, reach: Reach, conversation: Conversation) -> None:
         await self.redis.set(state_key(reach), conversation.to_json(), ex=self._ttl)
+
+    def queue_save(self, pipe: Pipeline, reach: Reach, conversation: Conversation) -> None:
+        pipe.set(state_key(reach), conversation.to_json(), ex=self._ttl)

@@ -20,6 +20,7 @@ from bots.dialogue import Dialogue
 from bots.events import Incoming, Reply
 from bots.rate_limit import RateLimiter, Verdict
 from concierge.model import Channel
+from concierge.turn_writes import TurnWrites, collecting
 from knowledge.i18n import negotiate
 
 log = structlog.get_logger("bots.dispatcher")
@@ -81,13 +82,19 @@ class Dispatcher:
         return replies
 
     async def _turn(self, event: Incoming, conversation: Conversation) -> list[Reply]:
+        # The turn's writes that nothing reads before it ends (the person's reach, a new
+        # request's experts) go to Redis with the conversation, in one round trip.
+        writes = TurnWrites(self._store.redis)
         try:
-            replies = await self.dialogue.handle(event, conversation)
+            with collecting(writes):
+                replies = await self.dialogue.handle(event, conversation)
         except Exception as exc:  # a failure of ours: say so rather than stay silent
             log.exception("turn failed", channel=event.channel.value, kind=event.kind.value, error=repr(exc))
+            await writes.send()  # what the turn did before it failed stands, as it would have
             language = negotiate([event.locale]) if event.locale else "en"
             return [Reply(event.reach, self.dialogue.t("bot.error", language))]
-        await self._store.save(event.reach, conversation)
+        self._store.queue_save(writes.pipe, event.reach, conversation)
+        await writes.send()
         return replies
 
     async def deliver(

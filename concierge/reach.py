@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from concierge import turn_writes
 from concierge.model import Channel
 from concierge.redis_keys import entity_key
 
@@ -34,7 +35,12 @@ def reach_key(person_id: str) -> str:
 
 
 async def remember(redis: aioredis.Redis, person_id: str, reach: Reach) -> None:
-    await redis.set(reach_key(person_id), str(reach))
+    writes = turn_writes.current()
+    if writes is None:
+        await redis.set(reach_key(person_id), str(reach))
+        return
+    writes.pipe.set(reach_key(person_id), str(reach))
+    writes.reaches[person_id] = str(reach)
 
 
 async def reach_of(redis: aioredis.Redis, person_ids: Iterable[str]) -> dict[str, Reach]:
@@ -42,6 +48,9 @@ async def reach_of(redis: aioredis.Redis, person_ids: Iterable[str]) -> dict[str
     if not ids:
         return {}
     values = await redis.mget([reach_key(person_id) for person_id in ids])
+    writes = turn_writes.current()
+    if writes is not None:  # written earlier in this turn, not sent yet
+        values = [writes.reaches.get(person_id, value) for person_id, value in zip(ids, values, strict=True)]
     return {
         person_id: Reach.parse(value.decode() if isinstance(value, bytes) else value)
         for person_id, value in zip(ids, values, strict=True)

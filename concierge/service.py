@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from billing.invoice import InvoiceProvider
 from billing.quotes import commission_percent
-from concierge import onboarding, people
+from concierge import onboarding, people, turn_writes
 from concierge.blocks import Blocks
 from concierge.claims import OfferDesk
 from concierge.communities import Communities, Scope
@@ -698,7 +698,12 @@ class Concierge:
         key = entity_key("request", request_id, "shown")
         known = [] if new else await self.shown_in_order(request_id)
         fresh = [expert_id for expert_id in expert_ids if expert_id not in known]
-        if fresh:
+        # A new request's list is read by nothing before its cards are out: with the turn's.
+        writes = turn_writes.current() if new else None
+        if fresh and writes is not None:
+            writes.pipe.rpush(key, *fresh)
+            writes.pipe.expire(key, SHOWN_TTL_SECONDS)
+        elif fresh:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.rpush(key, *fresh)
                 pipe.expire(key, SHOWN_TTL_SECONDS)

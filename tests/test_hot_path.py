@@ -31,6 +31,7 @@ from concierge.errors import ConfigError
 from concierge.lifecycle import State
 from concierge.matching import MatcherProcess, _embedded_together
 from concierge.model import Channel, HelpRequest, Person
+from concierge.reach import Reach, reach_key, reach_of, remember
 from concierge.redis_keys import entity_key
 from concierge.transitions import Lifecycle
 from knowledge.taxonomy import load_taxonomy
@@ -321,3 +322,37 @@ async def test_writes_asked_together_commit_together_and_fail_alone(
     assert isinstance(outcomes[2], IntegrityError)
     ids = await read(sessions, lambda db: set(db.scalars(select(HelpRequest.id))))
     assert ids == {first.id, *(f"req_{i}" for i in range(5))}  # nothing of the failed one
+
+
+async def test_a_turns_writes_reach_redis_together_before_its_replies(redis_url: str) -> None:
+    redis: Any = aioredis.Redis.from_url(redis_url)
+    person = f"p_{secrets.token_hex(4)}"
+    event = Incoming(Channel.TELEGRAM, f"u{secrets.token_hex(4)}", "Mo", Kind.TEXT, "my printer")
+    seen_in_redis: list[object] = []
+
+    class Remembering(Recording):
+        async def handle(self, event: Incoming, conversation: Conversation) -> list[Reply]:
+            await remember(redis, person, event.reach)
+            seen_in_redis.append(await redis.get(reach_key(person)))  # not sent yet…
+            seen_in_redis.append((await reach_of(redis, [person]))[person])  # …but read back in the turn
+            return await super().handle(event, conversation)
+
+    class Checking(Outbox):
+        async def deliver(self, reply: Reply) -> None:
+            # By the time a reply goes out, what the turn wrote is in Redis.
+            seen_in_redis.append(await redis.get(reach_key(person)))
+            seen_in_redis.append((await ConversationStore(redis, 60).load(event.reach)).step)
+            await super().deliver(reply)
+
+    dispatcher = Dispatcher(
+        cast(Any, Remembering()), ConversationStore(redis, 60), RateLimiter(redis, per_minute=10)
+    )
+    dispatcher.register(Channel.TELEGRAM, Checking())
+    try:
+        await dispatcher.handle(event)
+        assert seen_in_redis == [None, event.reach, str(event.reach).encode(), "after 1"]
+        await remember(redis, person, Reach(Channel.DISCORD, "42"))  # outside a turn: at once
+        assert await redis.get(reach_key(person)) == b"discord:42"
+    finally:
+        await redis.delete(reach_key(person))
+        await redis.aclose()
