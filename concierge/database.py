@@ -13,13 +13,14 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, RootTransaction, event, text
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import InvalidatePoolError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import await_only
 
 from concierge.errors import StorageError
 
@@ -33,12 +34,30 @@ def create_engine(url: str) -> AsyncEngine:
         # At most 15 connections, as with the defaults (5 + 10 overflow), but 10 kept open: under
         # a burst of requests the overflow ones were opened and closed again by the dozen, each
         # a new server process to PostgreSQL (bench-bots: ~120 -> ~165 requests/s).
-        return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=5)
+        if parsed.get_driver_name() != "asyncpg":
+            return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=5)
+        engine = create_async_engine(url, pool_size=10, max_overflow=5)
+        event.listen(engine.sync_engine, "checkout", _ping_asyncpg)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url)
     _configure_sqlite(engine.sync_engine, _SQLITE_BUSY_TIMEOUT_MS)
     return engine
+
+
+def _ping_asyncpg(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """What pool_pre_ping does, in one round trip instead of three.
+
+    Its asyncpg ping wraps ";" in BEGIN and ROLLBACK (for PgBouncer's transaction mode; this
+    one goes by the simple query protocol, no prepared statement): with a lookup and an insert
+    per request, that was six of a request's ten round trips to the server. As with pre-ping,
+    a connection that does not answer is replaced, with every one pooled before it (the
+    server restarted, most likely)."""
+    try:
+        await_only(dbapi_connection.driver_connection.execute("SELECT 1"))
+    except Exception as exc:
+        raise InvalidatePoolError(f"a pooled connection did not answer: {exc!r}") from exc
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:

@@ -20,7 +20,8 @@ import redis.asyncio as aioredis
 from sqlalchemy import Connection, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from bots.conversation import Conversation, ConversationStore
 from bots.dispatcher import Dispatcher
@@ -356,3 +357,19 @@ async def test_a_turns_writes_reach_redis_together_before_its_replies(redis_url:
     finally:
         await redis.delete(reach_key(person))
         await redis.aclose()
+
+
+@pytest.mark.parametrize("engine_name", ["postgres"])
+async def test_a_pooled_connection_the_server_dropped_is_replaced_on_checkout(
+    sessions: async_sessionmaker[AsyncSession], database_url: str
+) -> None:
+    customer = await add_person(sessions)
+    backends = await read(sessions, lambda db: db.scalar(select(func.pg_backend_pid())))
+    other = create_async_engine(database_url, poolclass=NullPool)  # outside the pool, as a restart
+    async with other.connect() as connection:
+        await connection.execute(select(func.pg_terminate_backend(backends)))
+    await other.dispose()
+    # The next request on that pooled connection pings it, finds it gone and takes a new one.
+    request = await Lifecycle(sessions).open_request(customer.id, "help me")
+    assert await read(sessions, lambda db: db.scalar(select(HelpRequest.text))) == request.text
+    assert await read(sessions, lambda db: db.scalar(select(func.pg_backend_pid()))) != backends
