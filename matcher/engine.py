@@ -348,7 +348,8 @@ class Matcher:
         # Someone free but unrelated is no help: keep those in the request's category or close
         # enough in meaning. A community's own experts come first; then the score decides.
         relevant = (category == 1.0) | (semantic >= _MIN_SEMANTIC)
-        order = [i for i in np.lexsort((-score, outside)) if relevant[i]][: query.top]
+        ranked = np.lexsort((-score, outside))
+        order = ranked[relevant[ranked]][: query.top]
         return [
             RankedExpert(
                 facets.ids[positions[i]],

@@ -109,6 +109,7 @@ class Facets:
             for name, (dtype, fill, width) in _COLUMNS.items()
         }
         self._speaks: dict[str, NDArray[np.bool_]] = {}
+        self._names_of_bits: dict[int, list[str]] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -197,7 +198,12 @@ class Facets:
 
     def categories_of(self, position: int) -> list[str]:
         bits = int(self._columns["category_bits"][position])
-        return [name for i, name in enumerate(self.category_names) if bits >> i & 1]
+        names = self._names_of_bits.get(bits)
+        if names is None:  # a handful of combinations, asked for by each request's neighbours
+            names = self._names_of_bits[bits] = [
+                name for i, name in enumerate(self.category_names) if bits >> i & 1
+            ]
+        return list(names)
 
     def languages_of(self, position: int) -> list[str]:
         return [language for language, column in self._speaks.items() if column[position]]
