@@ -20,6 +20,7 @@ from bots.dialogue import Dialogue
 from bots.events import Incoming, Reply
 from bots.rate_limit import RateLimiter, Verdict
 from concierge.model import Channel
+from concierge.round_trips import round_trips
 from concierge.turn_writes import TurnWrites, collecting
 from knowledge.i18n import negotiate
 
@@ -68,7 +69,7 @@ class Dispatcher:
                 self._store.queue_load(pipe, event.reach)
                 if community_key is not None:
                     pipe.get(community_key)
-                count, _, state, *remembered = await pipe.execute()
+                count, _, state, *remembered = await round_trips(self._store.redis).execute(pipe)
             verdict = self._limiter.verdict(count)
             if verdict is Verdict.ALLOW:
                 if remembered and remembered[0] is not None and event.community is None:

@@ -26,6 +26,7 @@ from bots.events import Incoming, Kind, Reply
 from concierge.config import Settings, TelegramMode
 from concierge.model import Channel
 from concierge.redis_keys import entity_key
+from concierge.round_trips import round_trips
 
 log = structlog.get_logger("bots.telegram")
 
@@ -283,7 +284,7 @@ class TelegramChannel:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hset(key, reply.ref, sent.message_id)
                 pipe.expire(key, REF_TTL_SECONDS)
-                await pipe.execute()
+                await round_trips(self._redis).execute(pipe)
 
 
 class _ChatOutbox:

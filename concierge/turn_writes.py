@@ -17,9 +17,12 @@ from contextvars import ContextVar
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from concierge.round_trips import round_trips
+
 
 class TurnWrites:
     def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
         self.pipe: Pipeline = redis.pipeline(transaction=False)
         # Reaches written in this turn, so a lookup later in the same turn reads its own write.
         self.reaches: dict[str, str] = {}
@@ -31,8 +34,7 @@ class TurnWrites:
 
     async def send(self) -> None:
         self._open = False  # a task the turn started that writes later writes at once
-        if len(self.pipe):
-            await self.pipe.execute()
+        await round_trips(self._redis).execute(self.pipe)
 
 
 _current: ContextVar[TurnWrites | None] = ContextVar("concierge_turn_writes", default=None)

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 from sqlalchemy import Connection, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -34,6 +35,7 @@ from concierge.matching import MatcherProcess, _embedded_together
 from concierge.model import Channel, HelpRequest, Person
 from concierge.reach import Reach, reach_key, reach_of, remember
 from concierge.redis_keys import entity_key
+from concierge.round_trips import round_trips
 from concierge.transitions import Lifecycle
 from knowledge.taxonomy import load_taxonomy
 from matcher.embedders import create_embedder
@@ -373,3 +375,52 @@ async def test_a_pooled_connection_the_server_dropped_is_replaced_on_checkout(
     request = await Lifecycle(sessions).open_request(customer.id, "help me")
     assert await read(sessions, lambda db: db.scalar(select(HelpRequest.text))) == request.text
     assert await read(sessions, lambda db: db.scalar(select(func.pg_backend_pid()))) != backends
+
+
+async def test_pipelines_handed_over_together_share_a_round_trip_and_keep_their_replies(
+    redis_url: str,
+) -> None:
+    redis: Any = aioredis.Redis.from_url(redis_url)
+    key = f"t_{secrets.token_hex(4)}"
+    sent: list[int] = []
+    connection_class = redis.connection_pool.connection_class
+    original = connection_class.send_packed_command
+
+    async def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(1)
+        await original(self, command, check_health)
+
+    def pipeline(*commands: tuple[str, ...]) -> Any:
+        pipe = redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe
+
+    shared = round_trips(redis)
+    await redis.ping()  # connected (its handshake is round trips of its own)
+    connection_class.send_packed_command = counted
+    try:
+        first, second, failing, last = await asyncio.gather(
+            shared.execute(pipeline(("SET", key, "1"), ("INCR", key))),
+            shared.execute(
+                pipeline(
+                    ("GET", key),
+                )
+            ),
+            shared.execute(
+                pipeline(
+                    ("HSET", key, "f", "v"),
+                )
+            ),  # the wrong type for this key
+            shared.execute(pipeline(("INCR", key), ("GET", key))),
+            return_exceptions=True,
+        )
+        assert sent == [1]  # one round trip for the four of them
+        assert first == [True, 2]
+        assert second == [b"2"]
+        assert isinstance(failing, ResponseError)  # its own error, nobody else's
+        assert last == [3, b"3"]
+    finally:
+        connection_class.send_packed_command = original
+        await redis.delete(key)
+        await redis.aclose()
