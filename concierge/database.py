@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, RootTransaction, event, text
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import InvalidatePoolError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -31,12 +32,13 @@ T = TypeVar("T")
 def create_engine(url: str) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        # At most 15 connections, as with the defaults (5 + 10 overflow), but 10 kept open: under
-        # a burst of requests the overflow ones were opened and closed again by the dozen, each
-        # a new server process to PostgreSQL (bench-bots: ~120 -> ~165 requests/s).
+        # At most 15 connections, as with the defaults (5 + 10 overflow), all kept open: under a
+        # burst of requests overflow ones were opened and closed again by the dozen, each a new
+        # server process to PostgreSQL (bench-bots: 10 + 5 overflow still opened one for every
+        # ~10 requests).
         if parsed.get_driver_name() != "asyncpg":
-            return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=5)
-        engine = create_async_engine(url, pool_size=10, max_overflow=5)
+            return create_async_engine(url, pool_pre_ping=True, pool_size=15, max_overflow=0)
+        engine = create_async_engine(url, pool_size=15, max_overflow=0)
         event.listen(engine.sync_engine, "checkout", _ping_asyncpg)
         return engine
     if parsed.database and parsed.database != ":memory:":
@@ -54,6 +56,8 @@ def _ping_asyncpg(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     per request, that was six of a request's ten round trips to the server. As with pre-ping,
     a connection that does not answer is replaced, with every one pooled before it (the
     server restarted, most likely)."""
+    if _UNPINGED.get():
+        return  # `read` and `write`: they try again themselves on a connection that was dropped
     try:
         await_only(dbapi_connection.driver_connection.execute("SELECT 1"))
     except Exception as exc:
@@ -275,8 +279,20 @@ async def write(sessions: async_sessionmaker[AsyncSession], work: Callable[[Conn
     if isinstance(sessions, _OneWriterAtATime):
         return await sessions.write(work)
     engine: AsyncEngine = sessions.kw["bind"]
-    async with engine.begin() as connection:
-        return await connection.run_sync(work)
+
+    async def once() -> T:
+        async with engine.connect() as connection:
+            transaction = await connection.begin()
+            try:
+                value = await connection.run_sync(work)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                raise _Dropped() from exc  # before COMMIT was sent: nothing was written
+            await transaction.commit()
+            return value
+
+    return await _unpinged(once)
 
 
 async def read(sessions: async_sessionmaker[AsyncSession], work: Callable[[Connection], T]) -> T:
@@ -287,8 +303,45 @@ async def read(sessions: async_sessionmaker[AsyncSession], work: Callable[[Conne
     if isinstance(sessions, _OneWriterAtATime):
         return await sessions.read(work)
     engine: AsyncEngine = sessions.kw["bind"]
-    async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as connection:
-        return await connection.run_sync(work)
+
+    async def once() -> T:
+        # Not engine.execution_options(...): that makes an engine, registering listeners, on
+        # each call, which cost as much CPU as the lookup.
+        async with engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                return await connection.run_sync(work)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                raise _Dropped() from exc
+
+    return await _unpinged(once)
+
+
+class _Dropped(Exception):
+    """The pooled connection had been dropped by the server before the work took effect."""
+
+
+_UNPINGED: ContextVar[bool] = ContextVar("concierge_unpinged_checkout", default=False)
+
+
+async def _unpinged(once: Callable[[], Awaitable[T]]) -> T:
+    """`once()` on a pooled connection taken without the checkout ping, tried again (pinged, as
+    usual) if the server had dropped it, as after a restart.
+
+    Every request looks its sender up, checks blocks and writes itself: three checkouts, whose
+    pings were three of its round trips to the server. A dropped connection is found by the
+    work's first statement instead, and SQLAlchemy then drops every connection pooled before
+    it, as the ping would have."""
+    token = _UNPINGED.set(True)
+    try:
+        return await once()
+    except _Dropped:
+        pass
+    finally:
+        _UNPINGED.reset(token)
+    return await once()
 
 
 def _is_busy(exc: OperationalError) -> bool:
