@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import redis.asyncio as aioredis
-from sqlalchemy import Connection, bindparam, or_, select, update
+from sqlalchemy import Connection, bindparam, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session as OrmSession
 
@@ -32,6 +32,7 @@ from concierge.lifecycle import State
 from concierge.linking import IdentityLinks
 from concierge.matching import MatcherHost
 from concierge.model import (
+    Block,
     Channel,
     ChannelIdentity,
     Expert,
@@ -120,15 +121,16 @@ class Concierge:
         """The person writing from this channel identity (created on first contact), one query."""
         reach = Reach(channel, user_id)
         found = await read(self._sessions, lambda db: _find_identity(db, channel, user_id))
+        in_blocks = True
         if found is None:
             person: Person = await people.identify(
                 self._sessions, channel, user_id, display_name=name, locale=locale or "en"
             )
             expert: Expert | None = None
         else:
-            person, expert = found
+            person, expert, in_blocks = found
         await remember(self._redis, person.id, reach)
-        return self._view(person, expert, reach)
+        return replace(self._view(person, expert, reach), in_blocks=in_blocks)
 
     def _view(self, person: Person, expert: Expert | None, reach: Reach | None) -> PersonView:
         return PersonView(
@@ -217,9 +219,8 @@ class Concierge:
         With `adopt_language`, a request written in another supported language than the
         person's makes that their language (they have not chosen one explicitly)."""
         scope = await self.communities.scope_of(*community) if community is not None else None
-        query = self._query(
-            customer, text, scope=scope, blocked=await self.blocks.experts_apart_from(customer.id)
-        )
+        blocked = await self.blocks.experts_apart_from(customer.id) if customer.in_blocks else frozenset()
+        query = self._query(customer, text, scope=scope, blocked=blocked)
         result = await self._matcher.match(query)
         if result.no_experts is NoExperts.CANNOT_UNDERSTAND:
             return NoMatch("cannot_understand")
@@ -751,7 +752,13 @@ class Concierge:
 
 # Who writes from a channel identity: every message asks, so plain SQL rather than the ORM.
 _IDENTITY = (
-    select(*Person.__table__.columns, Expert.id.label("listing"))
+    select(
+        *Person.__table__.columns,
+        Expert.id.label("listing"),
+        # Whether the person blocked or was blocked by anyone: rarely, so most requests need
+        # no lookup of their own for experts to leave out (two indexed probes here).
+        exists().where(or_(Block.person_id == Person.id, Block.blocked_id == Person.id)).label("in_blocks"),
+    )
     .join(ChannelIdentity, ChannelIdentity.person_id == Person.id)
     .outerjoin(Expert, Expert.person_id == Person.id)
     .where(
@@ -762,16 +769,19 @@ _IDENTITY = (
 _PERSON_COLUMNS = tuple(column.key for column in Person.__table__.columns)
 
 
-def _find_identity(db: Connection, channel: Channel, user_id: str) -> tuple[Person, Expert | None] | None:
+def _find_identity(
+    db: Connection, channel: Channel, user_id: str
+) -> tuple[Person, Expert | None, bool] | None:
     row = db.execute(_IDENTITY, {"channel": channel, "external_id": user_id}).first()
     if row is None:
         return None
     values = row._mapping
     person = Person(**{key: values[key] for key in _PERSON_COLUMNS})
+    in_blocks = bool(values["in_blocks"])
     if values["listing"] is None:
-        return person, None
+        return person, None, in_blocks
     with OrmSession(db) as orm:  # experts are few: their listing through the ORM
-        return person, orm.get(Expert, values["listing"])
+        return person, orm.get(Expert, values["listing"]), in_blocks
 
 
 def _top_reasons(reasons: dict[str, float], keep: int = 3) -> tuple[str, ...]:

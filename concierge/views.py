@@ -43,6 +43,9 @@ class PersonView:
     gate: AgeGate
     reach: Reach | None
     expert: ExpertView | None = None
+    # False only where the lookup that made the view found no block either way: a request
+    # then needs no lookup of its own for experts it must not be matched with.
+    in_blocks: bool = True
 
 
 @dataclass(frozen=True, slots=True)
