@@ -8,7 +8,7 @@ idempotency key it derives from the session and the step, and gets verified webh
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
@@ -73,7 +73,6 @@ class ProviderEvent:
     account_id: str | None = None
     payouts_enabled: bool = False
     created: datetime | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class PaymentProvider(Protocol):

@@ -165,17 +165,14 @@ class Cashier:
         """Free sessions are ready at once; paid ones are held (or invoiced) for the quote's maximum."""
         async with self._sessions() as db:
             session = await _get_session(db, session_id)
-            if session.pricing.mode is PricingMode.FREE:
-                free = True
-            else:
-                free = False
-                existing = await _payment(db, _key(session_id, "hold"))
-                customer = await db.get(Person, session.customer_id)
-                expert = await db.get(Expert, session.expert_id)
-                sponsor = await self._sponsor_for(db, session) if existing is None else None
-        if free:
+        if session.pricing.mode is PricingMode.FREE:
             await self.lifecycle.confirm_free(session_id)
             return HandOff(State.READY)
+        async with self._sessions() as db:
+            existing = await _payment(db, _key(session_id, "hold"))
+            customer = await db.get(Person, session.customer_id)
+            expert = await db.get(Expert, session.expert_id)
+            sponsor = await self._sponsor_for(db, session) if existing is None else None
         assert customer is not None
         assert expert is not None
         if existing is not None:  # a retry: the hold was asked for already
