@@ -438,6 +438,11 @@ class Concierge:
             if experts:
                 await self._matcher.refresh(experts)
 
+    async def attendance_changed(self, expert_ids: list[str]) -> None:
+        """After `reliability.record_attendance` has committed: the new counts reach the matcher."""
+        if expert_ids:
+            await self._matcher.refresh(expert_ids)
+
     async def payment_notices(self) -> list[PaymentNotice]:
         """Payment news nobody has been told yet, each taken by one process only."""
         out = []
