@@ -135,6 +135,10 @@ class Scheduler:
             raise ValueError(f"jobs of kind {kind!r} already have a handler")
         self._handlers[kind] = handler
 
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(self._handlers)
+
     def retry_delay(self, attempts: int) -> timedelta:
         """After the n-th failed attempt: 30 s, 1 min, 2 min, … up to an hour."""
         return timedelta(seconds=min(self._retry * 2 ** (attempts - 1), self._max_retry))

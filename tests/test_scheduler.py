@@ -5,19 +5,28 @@ takes the job over, and several OS processes racing over the same jobs run each 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from click.testing import CliRunner
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from concierge.app import create_app
+from concierge.cli import main
 from concierge.clock import FakeClock
+from concierge.config import load_settings
 from concierge.database import create_engine, session_factory
 from concierge.model import ScheduledJob
 from concierge.scheduler import Handler, Job, Scheduler, list_jobs, retry, schedule, unschedule
+from concierge.scheduler_web import SCHEDULER, register_jobs
 
 START = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent
@@ -255,3 +264,86 @@ async def test_scheduler_processes_racing_over_the_same_jobs_run_each_exactly_on
     assert len(owners) >= 2, f"one process did all the work: {owners}"
     async with sessions() as db:
         assert await db.scalar(select(func.count()).where(ScheduledJob.done_at.is_(None))) == 0
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+async def test_the_app_runs_the_jobs_other_parts_registered_and_stops_cleanly(
+    database_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONCIERGE_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("CONCIERGE_DATABASE_URL", database_url)
+    monkeypatch.setenv("CONCIERGE_REDIS_URL", redis_url)
+    monkeypatch.setenv("CONCIERGE_SCHEDULER_INTERVAL_SECONDS", "0.05")
+    ran = asyncio.Event()
+    seen: list[dict[str, object]] = []
+
+    async def remind(db: AsyncSession, job: Job) -> None:
+        seen.append(job.payload)
+        ran.set()
+
+    def bookings(app: web.Application, scheduler: Scheduler) -> None:
+        scheduler.handle("booking.reminder", remind)
+
+    app = create_app(load_settings())
+    register_jobs(app, bookings)
+    async with sessions.begin() as db:
+        await schedule(db, "booking.reminder", datetime.now(UTC), {"booking": "bk_1"}, "bk_1:reminder")
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        await asyncio.wait_for(ran.wait(), 10)
+        assert app[SCHEDULER].kinds == {"booking.reminder"}
+        for _ in range(100):  # the handler has run; its transaction commits just after
+            [view] = await list_jobs(sessions, datetime.now(UTC))
+            if view.state == "done":
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await client.close()
+    assert seen == [{"booking": "bk_1"}]
+    assert view.state == "done"
+    assert view.lease_owner == app[SCHEDULER].owner
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+async def test_jobs_list_and_retry_on_the_command_line(
+    database_url: str, sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONCIERGE_DATABASE_URL", database_url)
+    clock = FakeClock(datetime.now(UTC) - timedelta(hours=1))
+    scheduler = Scheduler(sessions, clock, owner="a", max_attempts=1)
+
+    async def broken(db: AsyncSession, job: Job) -> None:
+        raise LookupError("booking bk_9 is gone")
+
+    scheduler.handle("count", broken)
+    await add(sessions, "bk_9:cancel-unpaid", clock.now())
+    await add(sessions, "later", clock.now() + timedelta(days=2))
+    assert await scheduler.run_due() == 1
+
+    async def cli(*args: str) -> Any:
+        return await asyncio.to_thread(CliRunner().invoke, main, list(args))
+
+    listed = await cli("jobs", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    states = {job["key"]: job["state"] for job in json.loads(listed.output)}
+    assert states == {"bk_9:cancel-unpaid": "failed", "later": "waiting"}
+    failed = await cli("jobs", "list", "--failed")
+    assert "bk_9:cancel-unpaid" in failed.output
+    assert "booking bk_9 is gone" in failed.output
+    assert "later" not in failed.output
+    [job_id] = [job["id"] for job in json.loads(listed.output) if job["state"] == "failed"]
+
+    retried = await cli("jobs", "retry", job_id)
+    assert retried.exit_code == 0, retried.output
+    due = json.loads((await cli("jobs", "list", "--due", "--json")).output)
+    assert [(job["key"], job["attempts"]) for job in due] == [("bk_9:cancel-unpaid", 0)]
+    again = await cli("jobs", "retry", job_id)
+    assert again.exit_code == 1
+    assert "no failed job" in again.output
+    unknown = await cli("jobs", "retry", "job_nope")
+    assert unknown.exit_code == 1
