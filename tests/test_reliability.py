@@ -3,6 +3,8 @@ database reaching the real matcher, where an expert who misses sessions ranks lo
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bots.appkeys import MATCHER_HOST
 from concierge.errors import NotFound
 from concierge.matching import MatcherHost, load_listings
 from concierge.model import Expert
@@ -18,7 +21,9 @@ from knowledge.taxonomy import load_taxonomy
 from matcher.engine import Matcher, MatchQuery
 from matcher.ranking import FACTORS, Priors, Weights, reliability
 from tests.factories import add_expert
+from tests.harness import WebUser, button, running_service
 from tests.test_matcher_engine import NOW
+from tests.test_web_chat import networking_experts, stated
 
 
 async def publish(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -106,3 +111,33 @@ async def test_an_expert_who_misses_sessions_ranks_below_an_otherwise_equal_one(
         assert {e.id: e.reasons["reliability"] for e in result.experts}["unreliable"] > 0.8
     finally:
         await host.close()
+
+
+@pytest.fixture
+async def service(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str, use_embedder: Any, detector: Any
+) -> AsyncIterator[Any]:
+    async with running_service(monkeypatch, tmp_path, database_url, use_embedder, detector) as client:
+        yield client
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+async def test_answers_to_offers_reach_the_running_matcher_at_once(service: Any) -> None:
+    """Responsiveness comes from the offers table; a decline or an accept refreshes the expert's
+    listing in the matcher, not only the next restart."""
+    tabs = await networking_experts(service, "net-1", "net-2")
+    customer = WebUser(service)
+    await customer.connect()
+    await customer.wait_welcome()
+    await stated(customer, "1990-05-05")
+    cards = await customer.wait_text("Wi-Fi and home network help")
+    await customer.press(button(cards, "Whoever answers first"))
+    offers = [await tab.wait_text("New request") for tab in tabs]
+    await tabs[0].press(button(offers[0], "Decline"))
+    await tabs[0].wait_text("You declined")
+    await tabs[1].press(button(offers[1], "Accept"))
+    await tabs[1].wait_text("You accepted")
+    host = service.app[MATCHER_HOST]
+    declined, accepted = host.listing("net-1"), host.listing("net-2")
+    assert (declined.offers_accepted, declined.offers_answered) == (0, 1)
+    assert (accepted.offers_accepted, accepted.offers_answered) == (1, 1)
