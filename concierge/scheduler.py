@@ -7,7 +7,10 @@ with FOR UPDATE SKIP LOCKED, so processes take different jobs instead of queuein
 ones), then runs each job's handler in a transaction that also marks the job done, but only if
 this process still holds the lease. A process that stalled past its lease (another took the
 job over) therefore has its database effects rolled back: they happen exactly once. Effects
-outside the database (a message sent) are at least once and should be idempotent.
+outside the database (a message sent) are at least once and should be idempotent; better, a
+handler writes what is to be sent (a notice row) and the sending happens after the commit, as
+payment notices do. Keep handlers short: their transaction is a write transaction (on SQLite
+it holds the one write lock for its whole run).
 
 A handler that raises is retried later with exponential backoff; after `max_attempts` the job
 is given up (kept, with its last error, for `concierge jobs list --failed` and `jobs retry`).

@@ -347,3 +347,21 @@ async def test_jobs_list_and_retry_on_the_command_line(
     assert "no failed job" in again.output
     unknown = await cli("jobs", "retry", "job_nope")
     assert unknown.exit_code == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "at", "key", "problem"),
+    [
+        ("count", datetime(2026, 1, 1), "k", "aware"),
+        ("count", START, "", "key"),
+        ("count", START, "k" * 201, "key"),
+        ("", START, "k", "kind"),
+    ],
+)
+async def test_a_bad_job_is_refused_and_nothing_is_scheduled(
+    sessions: async_sessionmaker[AsyncSession], kind: str, at: datetime, key: str, problem: str
+) -> None:
+    with pytest.raises(ValueError, match=problem):
+        async with sessions.begin() as db:
+            await schedule(db, kind, at, {}, key)
+    assert await list_jobs(sessions, START) == []
