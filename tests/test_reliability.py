@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bots.appkeys import MATCHER_HOST
 from concierge.errors import NotFound
+from concierge.lifecycle import Event
 from concierge.matching import MatcherHost, load_listings
 from concierge.model import Expert
 from concierge.reliability import record_attendance
@@ -22,6 +23,7 @@ from matcher.engine import Matcher, MatchQuery
 from matcher.ranking import FACTORS, Priors, Weights, reliability
 from tests.factories import add_expert
 from tests.harness import WebUser, button, running_service
+from tests.test_lifecycle import World
 from tests.test_matcher_engine import NOW
 from tests.test_web_chat import networking_experts, stated
 
@@ -141,3 +143,20 @@ async def test_answers_to_offers_reach_the_running_matcher_at_once(service: Any)
     declined, accepted = host.listing("net-1"), host.listing("net-2")
     assert (declined.offers_accepted, declined.offers_answered) == (0, 1)
     assert (accepted.offers_accepted, accepted.offers_answered) == (1, 1)
+
+
+async def test_a_request_cancelled_before_anyone_answered_does_not_count_against_the_experts(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    world = World(sessions)
+    await world.setup(free=True)
+    await publish(sessions)
+    cancelled, lapsed = await world.new_request(), await world.new_request()
+    await world.apply(cancelled, Event.OFFER, 0)
+    await world.lifecycle.cancel(cancelled, "cancelled by the customer")
+    await world.apply(lapsed, Event.OFFER, 0)
+    await world.lifecycle.time_out_offers(lapsed)  # nobody answered in time: that does count
+    async with sessions() as db:
+        listings = {listing.id: listing for listing in await load_listings(db)}
+    for expert_id in (world.expert, world.runner_up):
+        assert (listings[expert_id].offers_accepted, listings[expert_id].offers_answered) == (0, 1)
