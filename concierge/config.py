@@ -208,6 +208,10 @@ class Settings(BaseSettings):
     minute_rounding: MinuteRounding = MinuteRounding.STARTED_MINUTE
     payment_minutes: int = Field(default=30, ge=30, le=24 * 60)
     refund_window_hours: int = Field(default=72, ge=0, le=24 * 365)
+    # Due jobs (reminders, expiries): how often each process looks, and how long a process
+    # that claimed a job has before another may take it over (longer than any handler runs).
+    scheduler_interval_seconds: float = Field(default=1.0, gt=0, le=300)
+    scheduler_lease_seconds: int = Field(default=60, ge=5, le=3600)
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: Annotated[str, AfterValidator(_check_api_url)] | None = None

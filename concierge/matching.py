@@ -460,6 +460,8 @@ async def load_listings(db: AsyncSession, only: Collection[str] | None = None) -
                 rating_total=expert.rating_total,
                 offers_accepted=history.get(OfferStatus.ACCEPTED, 0),
                 offers_answered=sum(history.get(status, 0) for status in _ANSWERED),
+                sessions_kept=expert.sessions_kept,
+                no_shows=expert.no_shows,
                 business_id=expert.business_id,
             )
         )

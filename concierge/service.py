@@ -382,6 +382,7 @@ class Concierge:
         session = await self._desk.accept(request_id, expert.expert.id, commission_percent=commission)
         await self.clock.stop(request_id)
         await self.line.leave(request_id)
+        await self._matcher.refresh([expert.expert.id])  # one more accepted offer: responsiveness
         try:
             hand_off = await self.cashier.hand_off(session.id)
         except PaymentRefused as exc:
@@ -437,6 +438,11 @@ class Concierge:
                 experts = list(await db.scalars(select(Expert.id).where(Expert.person_id.in_(subjects))))
             if experts:
                 await self._matcher.refresh(experts)
+
+    async def attendance_changed(self, expert_ids: list[str]) -> None:
+        """After `reliability.record_attendance` has committed: the new counts reach the matcher."""
+        if expert_ids:
+            await self._matcher.refresh(expert_ids)
 
     async def payment_notices(self) -> list[PaymentNotice]:
         """Payment news nobody has been told yet, each taken by one process only."""
@@ -495,6 +501,7 @@ class Concierge:
             raise DomainError("only experts can decline requests")
         if not await self._desk.decline(request_id, expert.expert.id, self._clock()):
             return None
+        await self._matcher.refresh([expert.expert.id])  # the decline counts in responsiveness
         if await self._pending_experts(request_id):
             return None
         if not await self.clock.take(request_id):
@@ -512,6 +519,8 @@ class Concierge:
 
     async def _next_round(self, request_id: str) -> Round | None:
         lapsed_ids = await self.lifecycle.time_out_offers(request_id)
+        if lapsed_ids:
+            await self._matcher.refresh(lapsed_ids)  # unanswered offers count in responsiveness
         async with self._reads() as db:
             request = await db.get(HelpRequest, request_id)
             offered = set(await db.scalars(select(Offer.expert_id).where(Offer.request_id == request_id)))

@@ -275,10 +275,12 @@ class Lifecycle:
             detail = {"reason": reason} if reason else None
             if session is None:
                 await self._advance_request(db, request_id, event, detail=detail)
+                # Closed before the experts could answer: not a lapse of theirs, so not counted
+                # as a timed-out offer against their responsiveness.
                 await db.execute(
                     update(Offer)
                     .where(Offer.request_id == request_id, Offer.status == OfferStatus.PENDING)
-                    .values(status=OfferStatus.TIMED_OUT, answered_at=self._clock())
+                    .values(status=OfferStatus.TAKEN, answered_at=self._clock())
                 )
             else:
                 await self._advance_session(db, session, event, detail=detail)

@@ -24,7 +24,15 @@ from matcher.facets import PRICING_MODES, SLOT_MINUTES, Facets
 from matcher.index import ExpertIndex
 from matcher.language import LanguageDetectorPort, LanguageGuess, LanguageSource
 from matcher.listing import Listing
-from matcher.ranking import Priors, Weights, bayesian_rating, combine, price_fit, responsiveness
+from matcher.ranking import (
+    Priors,
+    Weights,
+    bayesian_rating,
+    combine,
+    price_fit,
+    reliability,
+    responsiveness,
+)
 from matcher.understanding import Understanding, clean
 from matcher.when import parse_when
 
@@ -341,6 +349,7 @@ class Matcher:
             "responsiveness": responsiveness(
                 column("accepted")[positions], column("answered")[positions], self.priors
             ),
+            "reliability": reliability(column("kept")[positions], column("no_shows")[positions], self.priors),
         }
         score = combine(factors, self.weights)
         home = facets.businesses.index(query.business_id) if query.business_id in facets.businesses else -2

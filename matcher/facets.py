@@ -84,6 +84,8 @@ _COLUMNS: dict[str, tuple[type, int, int | None]] = {
     "rating_total": (np.int64, 0, None),
     "accepted": (np.int32, 0, None),
     "answered": (np.int32, 0, None),
+    "kept": (np.int32, 0, None),
+    "no_shows": (np.int32, 0, None),
     "business": (np.int32, -1, None),
 }
 
@@ -166,6 +168,8 @@ class Facets:
         c["rating_total"][position] = listing.rating_total
         c["accepted"][position] = listing.offers_accepted
         c["answered"][position] = listing.offers_answered
+        c["kept"][position] = listing.sessions_kept
+        c["no_shows"][position] = listing.no_shows
         business = listing.business_id
         c["business"][position] = -1 if business is None else self._code(self.businesses, business)
 

@@ -27,6 +27,8 @@ class Listing:
     rating_total: int = 0  # sum of 1–5 stars
     offers_accepted: int = 0
     offers_answered: int = 0  # accepted + declined + timed out
+    sessions_kept: int = 0  # booked sessions the expert turned up for
+    no_shows: int = 0  # booked sessions the expert missed
     business_id: str | None = None
 
     @property

@@ -12,7 +12,12 @@
   budget was given or the currencies differ (no exchange rates here: neutral, not a guess);
   a per-minute rate is priced for `expected_minutes`;
 - responsiveness: accepted / answered offers with a Beta prior (an expert without history sits
-  at the prior, neither buried nor boosted).
+  at the prior, neither buried nor boosted);
+- reliability: booked sessions the expert turned up for / all their booked sessions, with a
+  Beta prior of `kept_weight` virtual sessions at `kept_rate`: a new expert sits at the prior,
+  one no-show moves them a little (0.90 → 0.82), a long record of them a lot (20 of 40 → 0.58).
+  A factor of its own rather than folded into responsiveness: answering offers quickly and
+  turning up to a booked session are different promises, and each has its own weight.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-FACTORS = ("semantic", "category", "language", "rating", "price", "responsiveness")
+FACTORS = ("semantic", "category", "language", "rating", "price", "responsiveness", "reliability")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +39,7 @@ class Weights:
     rating: float = 0.15
     price: float = 0.10
     responsiveness: float = 0.05
+    reliability: float = 0.10
 
     @classmethod
     def parse(cls, text: str) -> Weights:
@@ -66,6 +72,8 @@ class Priors:
     rating_weight: float = 10.0
     accept_rate: float = 0.8
     accept_weight: float = 5.0
+    kept_rate: float = 0.9
+    kept_weight: float = 10.0
     expected_minutes: int = 30
 
 
@@ -79,6 +87,12 @@ def bayesian_rating(count: NDArray[Any], total: NDArray[Any], priors: Priors) ->
 
 def responsiveness(accepted: NDArray[Any], answered: NDArray[Any], priors: Priors) -> Numbers:
     return (priors.accept_rate * priors.accept_weight + accepted) / (priors.accept_weight + answered)
+
+
+def reliability(kept: NDArray[Any], no_shows: NDArray[Any], priors: Priors) -> Numbers:
+    """Share of booked sessions kept, pulled towards the prior by a few virtual sessions."""
+    share: Numbers = (priors.kept_rate * priors.kept_weight + kept) / (priors.kept_weight + kept + no_shows)
+    return share
 
 
 def price_fit(

@@ -62,6 +62,7 @@ def test_a_result_explains_itself(demo_matcher: Matcher) -> None:
             "rating",
             "price",
             "responsiveness",
+            "reliability",
             "stars",
         }
         assert 0 <= expert["score"] <= 1

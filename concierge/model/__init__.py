@@ -4,6 +4,7 @@ from concierge.model.base import Base, new_id, utcnow
 from concierge.model.block import Block
 from concierge.model.business import Business, Community, InviteCode, RosterScope
 from concierge.model.expert import Expert
+from concierge.model.job import ScheduledJob
 from concierge.model.money_back import MoneyBackRequest, MoneyBackStatus
 from concierge.model.payment import LedgerEntry, Notice, Payment, PaymentKind, PaymentStatus, WebhookEvent
 from concierge.model.person import Channel, ChannelIdentity, Person
@@ -36,6 +37,7 @@ __all__ = [
     "Review",
     "Room",
     "RosterScope",
+    "ScheduledJob",
     "Session",
     "WebhookEvent",
     "new_id",

@@ -25,6 +25,7 @@ class Expert(Base):
             name="rating_total_in_range",
         ),
         CheckConstraint("price_amount >= 0", name="price_not_negative"),
+        CheckConstraint("sessions_kept >= 0 AND no_shows >= 0", name="attendance_not_negative"),
     )
 
     # Listing ids come from the operator's import files, hence a string chosen outside.
@@ -49,6 +50,9 @@ class Expert(Base):
     # Sum of 1–5 star ratings: the mean and the Bayesian average derive from these two.
     rating_count: Mapped[int] = mapped_column(default=0)
     rating_total: Mapped[int] = mapped_column(default=0)
+    # Booked sessions the expert turned up for, and those they missed (`concierge.reliability`).
+    sessions_kept: Mapped[int] = mapped_column(default=0, server_default="0")
+    no_shows: Mapped[int] = mapped_column(default=0, server_default="0")
     payout_account_id: Mapped[str | None] = mapped_column(String(255), default=None)
     # Set by the provider (Stripe's account.updated) once onboarding is complete.
     payouts_enabled: Mapped[bool] = mapped_column(default=False)

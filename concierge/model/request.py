@@ -61,7 +61,7 @@ class OfferStatus(StrEnum):
     ACCEPTED = "accepted"
     DECLINED = "declined"
     TIMED_OUT = "timed_out"
-    TAKEN = "taken"  # another expert accepted first
+    TAKEN = "taken"  # closed before this expert answered: another accepted first, or the request ended
 
 
 class Offer(Base):
