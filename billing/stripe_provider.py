@@ -15,7 +15,7 @@ and the core transfers the expert's share once onboarding is complete.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,6 +47,7 @@ class StripeProvider:
         api_base: str | None = None,
         timeout: float = 30.0,
         network_retries: int = 2,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if not api_key:
             raise ValueError("a Stripe API key is needed")
@@ -54,6 +55,7 @@ class StripeProvider:
             raise ValueError("a webhook signing secret is needed")
         # Stripe signs platform and Connect endpoints with different secrets; both may point here.
         self._secrets = tuple(webhook_secrets)
+        self._clock = clock  # Checkout's expiry bounds count from Stripe's now (tests move it)
         self._http = stripe.HTTPXClient(timeout=timeout)
         self._client = stripe.StripeClient(
             api_key,
@@ -66,7 +68,7 @@ class StripeProvider:
         await self._http.close_async()  # type: ignore[no-untyped-call]
 
     async def hold(self, request: HoldRequest, idempotency_key: str) -> Hold:
-        now = datetime.now(UTC)
+        now = self._clock()
         expires = min(max(request.expires_at, now + CHECKOUT_MIN), now + CHECKOUT_MAX)
         intent: dict[str, Any] = {
             "capture_method": "manual",

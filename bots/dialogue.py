@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
+from bots import booking_talk
+from bots.booking_talk import BookingTalk
 from bots.conversation import Conversation
 from bots.events import Button, Incoming, Kind, Reply
 from bots.listing_setup import ListingSetup
@@ -57,12 +59,15 @@ class Dialogue:
         self.t = texts
         self.max_chars = max_chars
         self.setup = ListingSetup(concierge, texts)
+        self.booking = BookingTalk(concierge, texts)
         self._commands: dict[str, Handler] = {
             "start": self._start,
             "help": self._help,
             "lang": self._lang,
             "cancel": self._cancel,
             "sessions": self._sessions,
+            "bookings": self._bookings,
+            "schedule": self._schedule,
             "reviews": self._reviews,
             "blocks": self._blocks,
             "profile": self._profile,
@@ -178,19 +183,28 @@ class Dialogue:
         )
         # Buttons carry the position among all experts shown for the request, so a press on an
         # older card message (before "none of these") still names the right expert.
+        # A later time is booked with one expert: their button opens their free times.
+        pick, pick_key = (
+            ("slots:{position}", "bot.cards.pick_time")
+            if outcome.scheduled
+            else (
+                f"pick:{outcome.request_id}:{{position}}",
+                "bot.cards.pick",
+            )
+        )
         picks = tuple(
             (
                 Button(
-                    self.t("bot.cards.pick", lang, number=i, name=card.name),
-                    f"pick:{outcome.request_id}:{outcome.offset + i - 1}",
+                    self.t(pick_key, lang, number=i, name=card.name),
+                    pick.format(position=outcome.offset + i - 1),
                 ),
             )
             for i, card in enumerate(outcome.cards, 1)
         )
-        footer = (
-            Button(self.t("bot.cards.anyone", lang), f"anyone:{outcome.request_id}:{outcome.offset}"),
-            Button(self.t("bot.cards.more", lang), f"more:{outcome.request_id}"),
-        )
+        footer: tuple[Button, ...] = (Button(self.t("bot.cards.more", lang), f"more:{outcome.request_id}"),)
+        if not outcome.scheduled:
+            anyone = Button(self.t("bot.cards.anyone", lang), f"anyone:{outcome.request_id}:{outcome.offset}")
+            footer = (anyone, *footer)
         out.append(
             Reply(
                 reach_or_fail(person),
@@ -214,7 +228,9 @@ class Dialogue:
 
     async def _press(self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]) -> None:
         action, _, rest = event.text.partition(":")
-        if action in {"pick", "anyone", "more"}:
+        if action in booking_talk.ACTIONS:
+            await self.booking.press(action, rest, person, conv, out)
+        elif action in {"pick", "anyone", "more"}:
             await self._customer_press(action, rest, person, conv, out)
         elif action == "leave":  # leaving the waiting line
             if rest != conv.request_id:
@@ -459,6 +475,8 @@ class Dialogue:
                     )
             elif notice.kind == "moneyback_refused" and customer.reach is not None:
                 replies.append(self.t.say(customer, "bot.moneyback.refused", note=notice.note or "—"))
+            elif notice.kind.startswith(("booking_", "reminder", "pay_again")):
+                replies.extend(self.booking.notice(notice))
             elif notice.kind == "paid_out" and expert.reach is not None:
                 replies.append(self.t.say(expert, "bot.paid_out", amount=amount(notice.amount, e_lang)))
         return replies
@@ -756,6 +774,16 @@ class Dialogue:
         )
         title = self.t("bot.sessions.title", person.locale)
         out.append(Reply(reach_or_fail(person), f"{title}\n{body}", buttons=buttons))
+
+    async def _bookings(
+        self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        out.append(self.booking.listing(person, await self.concierge.booking.upcoming(person)))
+
+    async def _schedule(
+        self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        await self.booking.schedule_command(person, event.command[1], out)
 
     async def _profile(
         self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]

@@ -119,5 +119,6 @@ class Dispatcher:
         await self.deliver(self.dialogue.payment_notices(await concierge.payment_notices()))
         if serve_line:
             await concierge.publish_reviews()
+            await concierge.attendance_changed(concierge.bookings.take_attended())
             rounds, moved = await concierge.serve_line()
             await self.deliver(self.dialogue.served(rounds) + self.dialogue.moved(moved))

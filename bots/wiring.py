@@ -33,6 +33,7 @@ from concierge.config import TelegramMode
 from concierge.matching import MatcherHost, MatcherProcess, build_matcher
 from concierge.model import Channel
 from concierge.payments_web import CASHIER
+from concierge.scheduler_web import SCHEDULER
 from concierge.service import Concierge
 from concierge.video import SESSION_ROOMS
 from knowledge.i18n import load_catalogues
@@ -65,6 +66,10 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
     store = ConversationStore(app[REDIS], settings.conversation_ttl_hours * 3600)
     app[keys.MATCHER_HOST] = host
     app[keys.CONCIERGE] = concierge
+    if SCHEDULER in app:
+        # The scheduler starts before the core exists (it is the service's, not the bots'):
+        # booking jobs join it here; it reads its handlers afresh every round.
+        concierge.bookings.register(app[SCHEDULER])
     app[keys.DISPATCHER] = Dispatcher(dialogue, store, RateLimiter(app[REDIS], settings.messages_per_minute))
     try:
         yield

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from decimal import Decimal
@@ -147,6 +148,28 @@ def _check_addresses(text: str) -> str:
     return text
 
 
+_OFFSET = re.compile(r"^(\d{1,4})([mhd])$")
+_OFFSET_MINUTES = {"m": 1, "h": 60, "d": 24 * 60}
+
+
+def reminder_minutes(text: str) -> tuple[int, ...]:
+    """`"24h 10m"` → (1440, 10): how long before a booking each reminder goes out, longest first."""
+    minutes = set()
+    for part in text.replace(",", " ").split():
+        match = _OFFSET.match(part)
+        if match is None or int(match.group(1)) == 0:
+            raise ValueError(f"{part!r} is not an offset like 24h, 90m or 2d")
+        minutes.add(int(match.group(1)) * _OFFSET_MINUTES[match.group(2)])
+    if any(m > 14 * 24 * 60 for m in minutes):
+        raise ValueError("a reminder more than 14 days ahead would come before most bookings are made")
+    return tuple(sorted(minutes, reverse=True))
+
+
+def _check_reminders(text: str) -> str:
+    reminder_minutes(text)
+    return text
+
+
 def _check_public_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
@@ -215,6 +238,13 @@ class Settings(BaseSettings):
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: Annotated[str, AfterValidator(_check_api_url)] | None = None
+    # Bookings: how far ahead, when the card is held (a hold must outlive the session), until when
+    # it can be paid, how long an expert has to confirm, and when reminders go out.
+    booking_days_ahead: int = Field(default=30, ge=1, le=365)
+    booking_payment_lead_hours: int = Field(default=120, ge=1, le=144)
+    booking_pay_by_minutes: int = Field(default=60, ge=5, le=24 * 60)
+    booking_confirm_hours: int = Field(default=12, ge=1, le=72)
+    reminders: Annotated[str, AfterValidator(_check_reminders)] = "24h 10m"
 
     @model_validator(mode="after")
     def _stripe_complete(self) -> Settings:

@@ -3,6 +3,10 @@
     open → offered → claimed → awaiting_payment → ready → live → ended → settled → refunded
                          └──────── (free) ───────────┘
     cancelled: from open, offered, claimed, awaiting_payment, ready
+    forfeit:   ready → ended, a booking called off too late or missed by the customer: charged
+               for the booked time under the expert's cancellation policy, as if it had been used
+    lapse:     awaiting_payment → claimed, a booking's payment page expired with time left to
+               pay: the customer is asked again
     expired:   from open, offered (nobody accepted), awaiting_payment (never paid), ready (nobody came)
 
 A dropped connection does not leave `live`: the gateway pauses the meter; only `end` does.
@@ -41,6 +45,8 @@ class Event(StrEnum):
     CANCEL = "cancel"
     EXPIRE = "expire"
     REFUND = "refund"
+    FORFEIT = "forfeit"
+    LAPSE = "lapse"
 
 
 TRANSITIONS: dict[tuple[State, Event], State] = {
@@ -53,6 +59,8 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.LIVE, Event.END): State.ENDED,
     (State.ENDED, Event.SETTLE): State.SETTLED,
     (State.SETTLED, Event.REFUND): State.REFUNDED,
+    (State.READY, Event.FORFEIT): State.ENDED,
+    (State.AWAITING_PAYMENT, Event.LAPSE): State.CLAIMED,
     **{
         (state, Event.CANCEL): State.CANCELLED
         for state in (

@@ -169,14 +169,18 @@ class Cashier:
             await self.lifecycle.confirm_free(session_id)
             return HandOff(State.READY)
         async with self._sessions() as db:
-            existing = await _payment(db, _key(session_id, "hold"))
+            existing = await _current_hold(db, session_id)
             customer = await db.get(Person, session.customer_id)
             expert = await db.get(Expert, session.expert_id)
             sponsor = await self._sponsor_for(db, session) if existing is None else None
         assert customer is not None
         assert expert is not None
-        if existing is not None:  # a retry: the hold was asked for already
-            return await self._hand_off_state(session_id, existing)
+        attempt = 1
+        if existing is not None:
+            if not (existing.status is PaymentStatus.CANCELLED and session.state is State.CLAIMED):
+                return await self._hand_off_state(session_id, existing)  # a retry: asked for already
+            # A booking whose payment page lapsed with time left to pay: a new page, a new key.
+            attempt = await _hold_attempts(db_sessions=self._sessions, session_id=session_id) + 1
         terms = self.quote_terms()
         q = session_quote(session, terms)
         if sponsor is not None:
@@ -201,7 +205,7 @@ class Cashier:
             locale=customer.locale,
             payout_account=expert.payout_account_id if expert.payouts_enabled else None,
         )
-        key = _key(session.id, "hold")
+        key = _hold_key(session.id, attempt)
         try:
             hold = await provider.hold(request, key)
         except ProviderError as exc:
@@ -347,7 +351,9 @@ class Cashier:
     async def _hold_for(self, db: AsyncSession, event: ProviderEvent) -> Payment | None:
         query = select(Payment).where(Payment.kind == PaymentKind.AUTHORISATION)
         if event.session_id:
-            return await db.scalar(query.where(Payment.session_id == event.session_id))
+            return await db.scalar(
+                query.where(Payment.session_id == event.session_id).order_by(Payment.created_at.desc())
+            )
         if event.hold_ref:
             return await db.scalar(query.where(Payment.provider_ref == event.hold_ref))
         if event.payment_ref:
@@ -391,6 +397,10 @@ class Cashier:
     ) -> str:
         if session.state is State.AWAITING_PAYMENT and hold.status is PaymentStatus.PENDING:
             hold.status = PaymentStatus.CANCELLED
+            if self._time_left_to_pay(session):
+                await self.lifecycle.advance(db, session, Event.LAPSE, {"reason": "payment page expired"})
+                _notify(db, session.id, f"pay_again:{hold.id}")
+                return "asked to pay again"
             await self.lifecycle.advance(db, session, Event.EXPIRE, {"reason": "not paid in time"})
             _notify(db, session.id, "payment_expired")
             return "session expired unpaid"
@@ -413,6 +423,15 @@ class Cashier:
             return "hold cancelled before the call"
         return "nothing to do"
 
+    def _time_left_to_pay(self, session: Session) -> bool:
+        """A booking can be paid until shortly before it starts; an instant session cannot wait."""
+        if session.scheduled_start is None:
+            return False
+        deadline = session.scheduled_start.replace(tzinfo=UTC) - timedelta(
+            minutes=self.settings.booking_pay_by_minutes
+        )
+        return self._now() < deadline
+
     async def _account_updated(
         self, db: AsyncSession, event: ProviderEvent, after: list[Callable[[], Any]]
     ) -> str:
@@ -434,7 +453,7 @@ class Cashier:
         all; None when the session is not waiting for settlement."""
         async with self._sessions() as db:
             session = await _get_session(db, session_id)
-            hold = await _payment(db, _key(session_id, "hold"))
+            hold = await _current_hold(db, session_id)
             expert = await db.get(Expert, session.expert_id)
         if session.state is not State.ENDED:
             return None
@@ -813,6 +832,30 @@ async def _get_session(db: AsyncSession, session_id: str) -> Session:
     if session is None:
         raise NotFound("session", session_id)
     return session
+
+
+def _hold_key(session_id: str, attempt: int) -> str:
+    return _key(session_id, "hold" if attempt == 1 else f"hold:{attempt}")
+
+
+async def _current_hold(db: AsyncSession, session_id: str) -> Payment | None:
+    """The session's latest authorisation (a booking may need more than one)."""
+    return await db.scalar(
+        select(Payment)
+        .where(Payment.session_id == session_id, Payment.kind == PaymentKind.AUTHORISATION)
+        .order_by(Payment.created_at.desc())
+        .limit(1)
+    )
+
+
+async def _hold_attempts(*, db_sessions: async_sessionmaker[AsyncSession], session_id: str) -> int:
+    async with db_sessions() as db:
+        count = await db.scalar(
+            select(func.count())
+            .select_from(Payment)
+            .where(Payment.session_id == session_id, Payment.kind == PaymentKind.AUTHORISATION)
+        )
+    return int(count or 0)
 
 
 async def _payment(db: AsyncSession, key: str) -> Payment | None:

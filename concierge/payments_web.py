@@ -16,6 +16,7 @@ from billing.invoice import InvoiceProvider
 from billing.providers import PaymentProvider
 from billing.stripe_provider import StripeProvider
 from concierge.appkeys import SESSIONS, SETTINGS
+from concierge.calendar_web import CALENDAR_LINKS, CalendarLinks, calendar_file
 from concierge.config import Settings
 from concierge.errors import NotFound
 from concierge.payments import Cashier
@@ -53,6 +54,7 @@ async def payments_ctx(app: web.Application) -> AsyncIterator[None]:
     cashier = Cashier(settings, app[SESSIONS], provider)
     app[CASHIER] = cashier
     app[RECEIPTS] = ReceiptLinks(settings.signing_key, settings.base_url)
+    app[CALENDAR_LINKS] = CalendarLinks(settings.signing_key, settings.base_url)
     log.info("payments", provider=provider.name)
     stop = asyncio.Event()
     task = asyncio.create_task(_settle_forever(cashier, stop), name="settlement")
@@ -167,6 +169,7 @@ def install(app: web.Application) -> None:
     app.cleanup_ctx.append(payments_ctx)
     app.router.add_post("/webhooks/stripe", stripe_webhook)
     app.router.add_get("/receipts/{token}", receipt_page)
+    app.router.add_get("/calendar/{token}", calendar_file)
     app.router.add_get("/paid/{session_id}", paid_page)
     app.router.add_get("/payouts/done", payouts_page)
     app.router.add_get("/payouts/again/{token}", payouts_again)

@@ -36,12 +36,17 @@ ROLES = ("customer", "expert")
 
 
 class ReceiptLinks:
-    def __init__(self, key: bytes, base_url: str) -> None:
-        self._key = hashlib.sha256(b"receipt:" + key).digest()
-        self._base = base_url
+    """Signed links to one party's page about a session: a receipt, or (another `purpose`, so
+    one kind of token never opens the other) a calendar file."""
+
+    def __init__(
+        self, key: bytes, base_url: str, *, purpose: str = "receipt", path: str = "/receipts"
+    ) -> None:
+        self._key = hashlib.sha256(purpose.encode() + b":" + key).digest()
+        self._base = base_url + path
 
     def url(self, session_id: str, role: str, language: str) -> str:
-        return f"{self._base}/receipts/{self.token(session_id, role, language)}"
+        return f"{self._base}/{self.token(session_id, role, language)}"
 
     def token(self, session_id: str, role: str, language: str) -> str:
         body = f"{session_id}.{role}.{language}"

@@ -23,7 +23,7 @@ from concierge.config import RoomMedia, Settings
 from concierge.database import write
 from concierge.errors import DomainError, IllegalTransition
 from concierge.lifecycle import State
-from concierge.model import Expert, HelpRequest, Payment, PaymentKind, Person, Session
+from concierge.model import Expert, HelpRequest, LifecycleEvent, Payment, PaymentKind, Person, Session
 from concierge.model.room import Room
 from concierge.people import AgeGate, age_gate
 from concierge.pricing import PricingMode
@@ -275,6 +275,20 @@ class RoomEventConsumer:
                 await self._lifecycle.go_live(session.id, room_id=event.room_id, at=event.at)
             elif event.kind == "ended":
                 await self._ended(session, request, event)
+            elif event.kind == "joined" and event.reason in ("customer", "expert"):
+                # Kept beside the transitions: a booking's attendance check reads who came.
+                async with self._sessions.begin() as db:
+                    db.add(
+                        LifecycleEvent(
+                            request_id=session.request_id,
+                            session_id=session.id,
+                            event="joined",
+                            from_state=session.state,
+                            to_state=session.state,
+                            at=event.at,
+                            detail={"role": event.reason},
+                        )
+                    )
         except (IllegalTransition, DomainError) as exc:
             log.info("room event not applied", session=session.id, kind=event.kind, reason=str(exc))
 

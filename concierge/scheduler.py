@@ -54,6 +54,9 @@ class Job:
 
 
 Handler = Callable[[AsyncSession, Job], Awaitable[None]]
+# For work that calls out (a payment provider) and opens its own transactions: run before the
+# job is marked done, so at least once; it must be idempotent.
+OutsideHandler = Callable[[Job], Awaitable[None]]
 
 
 async def schedule(db: AsyncSession, kind: str, run_at: datetime, payload: dict[str, Any], key: str) -> None:
@@ -131,6 +134,7 @@ class Scheduler:
         self._retry = retry_seconds
         self._max_retry = max_retry_seconds
         self._handlers: dict[str, Handler] = {}
+        self._outside: set[str] = set()
 
     def handle(self, kind: str, handler: Handler) -> None:
         """Run jobs of `kind` with `handler(db, job)`; its database work commits with the job."""
@@ -141,6 +145,17 @@ class Scheduler:
     @property
     def kinds(self) -> frozenset[str]:
         return frozenset(self._handlers)
+
+    def handle_outside(self, kind: str, handler: OutsideHandler) -> None:
+        """Run jobs of `kind` with `handler(job)` outside the job's transaction (it may open its
+        own: on SQLite a transaction inside another one would wait for itself), then mark the job
+        done if the lease is still held."""
+
+        async def outside(_db: AsyncSession, job: Job) -> None:
+            await handler(job)
+
+        self.handle(kind, outside)
+        self._outside.add(kind)
 
     def retry_delay(self, attempts: int) -> timedelta:
         """After the n-th failed attempt: 30 s, 1 min, 2 min, … up to an hour."""
@@ -210,8 +225,11 @@ class Scheduler:
     async def _run(self, job: Job) -> None:
         handler = self._handlers[job.kind]
         try:
+            if job.kind in self._outside:
+                await handler(None, job)  # type: ignore[arg-type]  # it takes no session
             async with self._sessions.begin() as db:
-                await handler(db, job)
+                if job.kind not in self._outside:
+                    await handler(db, job)
                 done = await db.scalar(
                     update(ScheduledJob)
                     .where(ScheduledJob.id == job.id, ScheduledJob.lease_owner == self.owner)

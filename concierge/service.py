@@ -22,6 +22,9 @@ from billing.invoice import InvoiceProvider
 from billing.quotes import commission_percent
 from concierge import onboarding, people, turn_writes
 from concierge.blocks import Blocks
+from concierge.booking_desk import BookingDesk
+from concierge.bookings import Bookings
+from concierge.calendar_web import CalendarLinks
 from concierge.claims import OfferDesk
 from concierge.communities import Communities, Scope
 from concierge.config import Settings
@@ -95,6 +98,7 @@ class Concierge:
         # Without a configured provider sessions are invoiced: the same cashier, no card.
         self.cashier = cashier or Cashier(settings, sessions, InvoiceProvider(), clock=clock)
         self.receipts = ReceiptLinks(settings.signing_key, settings.base_url)
+        self.calendar = CalendarLinks(settings.signing_key, settings.base_url)
         self.reviews = Reviews(sessions, clock=clock)
         self.money_back = MoneyBack(sessions, self.cashier, clock=clock)
         self.blocks = Blocks(sessions)
@@ -109,6 +113,15 @@ class Concierge:
         self.clock = OfferClock(redis)
         self.communities = Communities(sessions, self._reads)
         self._links = IdentityLinks(sessions, redis)
+        self.bookings = Bookings(settings, sessions, self.lifecycle, self.cashier, clock=clock)
+        self.booking = BookingDesk(
+            self.bookings,
+            sessions,
+            person=self.person,
+            expert_people=self._expert_people,
+            shown=self.shown_in_order,
+            commission=self._commission,
+        )
 
     def _now(self) -> datetime:
         return self._clock().replace(tzinfo=UTC)
@@ -259,10 +272,14 @@ class Concierge:
     ) -> AskOutcome:
         if result.experts:
             shown = [expert.id for expert in result.experts]
-            offset = await self._remember_shown(request_id, shown, new=new)
             cards = await self._cards(result, query)
+            if result.understanding.when is not None:
+                cards = await self._free_then_first(cards, result.understanding.when)
+                shown = [card.expert_id for card in cards]  # buttons name positions in this order
+            offset = await self._remember_shown(request_id, shown, new=new)
             language = result.understanding.language.code if result.understanding.language else None
-            return Proposal(request_id, tuple(cards), language, offset)
+            scheduled = result.understanding.when is not None
+            return Proposal(request_id, tuple(cards), language, offset, scheduled)
         # Nobody free: is anyone suitable at all, once availability is ignored?
         someone = await self._matcher.match(replace(query, include_offline=True))
         if someone.experts:
@@ -270,6 +287,19 @@ class Concierge:
             return Queued(request_id, place)
         await self.lifecycle.expire(request_id, "no suitable expert")
         return NoMatch("no_experts", request_id)
+
+    async def _free_then_first(self, cards: list[ExpertCard], wanted: datetime) -> list[ExpertCard]:
+        """For "tomorrow at 3pm": experts bookable then come first, each showing that time; the
+        others show their nearest free time (hours, days off, bookings and notice all counted)."""
+        free = await self.bookings.free_at([card.expert_id for card in cards], wanted)
+        shown = []
+        for card in cards:
+            if card.expert_id in free:
+                shown.append(replace(card, available_now=False, next_free=wanted))
+            else:
+                nearest = await self.bookings.offer(card.expert_id, wanted, count=1)
+                shown.append(replace(card, available_now=False, next_free=nearest[0] if nearest else None))
+        return sorted(shown, key=lambda card: card.expert_id not in free)
 
     async def choose(self, customer: PersonView, request_id: str, expert_ids: Sequence[str]) -> Round:
         """The customer picked one expert, or "whoever answers first" among those shown."""
@@ -458,9 +488,20 @@ class Concierge:
             if expert is None:
                 continue
             detail = notice.detail or {}
-            room = receipt = statement = payout_link = None
+            room = receipt = statement = payout_link = url = calendars = None
             if notice.kind == "paid" and self._rooms is not None:
                 room = await self._rooms.links_for(session.id)
+            if notice.kind == "reminder":
+                if detail.get("last") and self._rooms is not None and session.state is State.READY:
+                    room = await self._rooms.links_for(session.id)
+                calendars = (
+                    self.calendar.url(session.id, "customer", customer.locale),
+                    self.calendar.url(session.id, "expert", expert.locale),
+                )
+            if notice.kind == "booking_pay":
+                url = detail.get("url")
+            if notice.kind == "pay_again" and session.state is State.CLAIMED:
+                url = (await self.cashier.hand_off(session.id)).checkout_url
             if notice.kind in ("settled", "refund"):
                 receipt = self.receipts.url(session.id, "customer", customer.locale)
                 statement = self.receipts.url(session.id, "expert", expert.locale)
@@ -480,6 +521,12 @@ class Concierge:
                     statement,
                     payout_link,
                     detail.get("note"),
+                    _aware(session.scheduled_start),
+                    detail.get("minutes"),
+                    bool(detail.get("last")),
+                    detail.get("outcome"),
+                    url,
+                    calendars,
                 )
             )
         return out
@@ -791,6 +838,10 @@ def _find_identity(
         return person, None, in_blocks
     with OrmSession(db) as orm:  # experts are few: their listing through the ORM
         return person, orm.get(Expert, values["listing"]), in_blocks
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def _top_reasons(reasons: dict[str, float], keep: int = 3) -> tuple[str, ...]:

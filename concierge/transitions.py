@@ -105,9 +105,16 @@ class Lifecycle:
         if len({expert_id for expert_id, _ in candidates}) != len(candidates):
             raise DomainError("an expert appears twice in one offer")
         async with self._sessions.begin() as db:
-            await self._advance_request(db, request_id, Event.OFFER)
-            offers = self._offers(request_id, candidates, first_rank=1)
-            db.add_all(offers)
+            return await self.offer_in(db, request_id, candidates)
+
+    async def offer_in(
+        self, db: AsyncSession, request_id: str, candidates: Sequence[tuple[str, float]]
+    ) -> list[Offer]:
+        """`offer` inside the caller's transaction (a booking offers and claims in one)."""
+        await self._advance_request(db, request_id, Event.OFFER)
+        offers = self._offers(request_id, candidates, first_rank=1)
+        db.add_all(offers)
+        await db.flush()
         return offers
 
     def _offers(
@@ -168,47 +175,69 @@ class Lifecycle:
     ) -> Session:
         """The expert accepted: the request becomes a session priced as the listing is now."""
         async with self._sessions.begin() as db:
-            request = await db.get(HelpRequest, request_id)
-            expert = await db.get(Expert, expert_id)
-            if request is None:
-                raise NotFound("request", request_id)
-            if expert is None:
-                raise NotFound("expert", expert_id)
-            if expert.person_id == request.customer_id:
-                raise DomainError("an expert cannot take their own request")
-            offer = await db.scalar(
-                select(Offer).where(Offer.request_id == request_id, Offer.expert_id == expert_id)
-            )
-            if offer is None or offer.status is not OfferStatus.PENDING:
-                raise DomainError(f"request {request_id} is not offered to expert {expert_id}")
-            now = self._clock()
-            session = Session(
-                request_id=request_id,
-                customer_id=request.customer_id,
-                expert_id=expert_id,
-                pricing=expert.pricing,
+            return await self.claim_in(
+                db,
+                request_id,
+                expert_id,
                 commission_percent=commission_percent,
                 scheduled_start=scheduled_start,
                 scheduled_end=scheduled_end,
-                state=State.CLAIMED,
                 recorded=recorded,
-                created_at=now,
-                updated_at=now,
             )
-            await self._advance_request(db, request_id, Event.CLAIM, session_id=session.id)
-            db.add(session)
-            await db.execute(
-                update(Offer)
-                .where(
-                    Offer.request_id == request_id,
-                    Offer.status == OfferStatus.PENDING,
-                    Offer.id != offer.id,
-                )
-                .values(status=OfferStatus.TAKEN, answered_at=now)
-                .execution_options(synchronize_session=False)
+
+    async def claim_in(
+        self,
+        db: AsyncSession,
+        request_id: str,
+        expert_id: str,
+        *,
+        commission_percent: Decimal,
+        scheduled_start: datetime | None = None,
+        scheduled_end: datetime | None = None,
+        recorded: bool = False,
+    ) -> Session:
+        """`claim` inside the caller's transaction."""
+        request = await db.get(HelpRequest, request_id)
+        expert = await db.get(Expert, expert_id)
+        if request is None:
+            raise NotFound("request", request_id)
+        if expert is None:
+            raise NotFound("expert", expert_id)
+        if expert.person_id == request.customer_id:
+            raise DomainError("an expert cannot take their own request")
+        offer = await db.scalar(
+            select(Offer).where(Offer.request_id == request_id, Offer.expert_id == expert_id)
+        )
+        if offer is None or offer.status is not OfferStatus.PENDING:
+            raise DomainError(f"request {request_id} is not offered to expert {expert_id}")
+        now = self._clock()
+        session = Session(
+            request_id=request_id,
+            customer_id=request.customer_id,
+            expert_id=expert_id,
+            pricing=expert.pricing,
+            commission_percent=commission_percent,
+            scheduled_start=scheduled_start,
+            scheduled_end=scheduled_end,
+            state=State.CLAIMED,
+            recorded=recorded,
+            created_at=now,
+            updated_at=now,
+        )
+        await self._advance_request(db, request_id, Event.CLAIM, session_id=session.id)
+        db.add(session)
+        await db.execute(
+            update(Offer)
+            .where(
+                Offer.request_id == request_id,
+                Offer.status == OfferStatus.PENDING,
+                Offer.id != offer.id,
             )
-            offer.status = OfferStatus.ACCEPTED
-            offer.answered_at = now
+            .values(status=OfferStatus.TAKEN, answered_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        offer.status = OfferStatus.ACCEPTED
+        offer.answered_at = now
         return session
 
     async def request_payment(self, session_id: str) -> None:

@@ -70,6 +70,7 @@ class Proposal:
     cards: tuple[ExpertCard, ...]
     language: str | None
     offset: int = 0  # where these cards start among all experts shown for the request
+    scheduled: bool = False  # asked for a later time: picking an expert means picking a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,13 @@ class PaymentNotice:
     statement_url: str | None = None
     payout_link: str | None = None  # the expert's payout onboarding, while payouts are blocked
     note: str | None = None  # the operators' reasons, when they refused money back
+    # Bookings: reminders and what happened to the booking.
+    starts_at: datetime | None = None
+    minutes: int | None = None  # how long before the start a reminder goes out
+    last: bool = False  # the last reminder: the room links come with it
+    outcome: str | None = None
+    url: str | None = None  # a payment page to open
+    calendar_urls: tuple[str, str] | None = None  # .ics for the customer, for the expert
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ _MAX_EVENTS = 100_000
 class RoomEvent:
     room_id: str
     session_id: str | None
-    kind: str  # live | paused | resumed | ended
+    kind: str  # joined (reason: the role) | live | paused | resumed | ended
     billed_seconds: int
     at: datetime
     reason: str | None = None

@@ -83,6 +83,7 @@ class LiveRoom:
         # The first file of this room's recording, relative to the data dir (later parts share its stem).
         self._recording_name = f"{recordings_dir.name}/{record.id}.mkv"
         self._closing = False
+        self._arrived: set[Role] = set()  # who has opened the room at least once (for no-shows)
         self._background: set[asyncio.Future[None]] = set()
         self.offers_answered = 0  # renegotiations show here (screen sharing must not cause any)
         # Which second of the tick period this room ticks in: rooms take turns, so that a thousand
@@ -133,6 +134,18 @@ class LiveRoom:
         if other is not None:
             await other.send(dump("peer", present=True))
             await seat.send(dump("peer", present=True))
+        if role not in self._arrived:
+            self._arrived.add(role)
+            await self._events.publish(
+                RoomEvent(
+                    self.id,
+                    self.record.session_id,
+                    "joined",
+                    self.meter.billed_seconds,
+                    self._clock(),
+                    role.value,
+                )
+            )
         return seat
 
     async def leave(self, seat: Seat) -> None:

@@ -2,6 +2,7 @@
 
 from concierge.model.base import Base, new_id, utcnow
 from concierge.model.block import Block
+from concierge.model.booking import Booking, BookingStatus, CancellationPolicy, Outcome
 from concierge.model.business import Business, Community, InviteCode, RosterScope
 from concierge.model.expert import Expert
 from concierge.model.job import ScheduledJob
@@ -16,7 +17,10 @@ from concierge.model.session import LifecycleEvent, Session
 __all__ = [
     "Base",
     "Block",
+    "Booking",
+    "BookingStatus",
     "Business",
+    "CancellationPolicy",
     "Channel",
     "ChannelIdentity",
     "Community",
@@ -30,6 +34,7 @@ __all__ = [
     "Notice",
     "Offer",
     "OfferStatus",
+    "Outcome",
     "Payment",
     "PaymentKind",
     "PaymentStatus",

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, composite, mapped_column, relationship
 
 from concierge.hours import WeeklyHours
 from concierge.model.base import Base, JSONDocument, currency_column, enum_column, utcnow
+from concierge.model.booking import CancellationPolicy
 from concierge.pricing import Pricing, PricingMode
 
 if TYPE_CHECKING:
@@ -26,6 +27,15 @@ class Expert(Base):
         ),
         CheckConstraint("price_amount >= 0", name="price_not_negative"),
         CheckConstraint("sessions_kept >= 0 AND no_shows >= 0", name="attendance_not_negative"),
+        CheckConstraint("booking_minutes BETWEEN 15 AND 480", name="booking_minutes_in_range"),
+        CheckConstraint(
+            "buffer_before_minutes BETWEEN 0 AND 240 AND buffer_after_minutes BETWEEN 0 AND 240",
+            name="buffers_in_range",
+        ),
+        CheckConstraint(
+            "max_sessions_per_day IS NULL OR max_sessions_per_day >= 1", name="max_per_day_positive"
+        ),
+        CheckConstraint("min_notice_minutes BETWEEN 0 AND 43200", name="min_notice_in_range"),
     )
 
     # Listing ids come from the operator's import files, hence a string chosen outside.
@@ -44,6 +54,21 @@ class Expert(Base):
     )
     time_zone: Mapped[str] = mapped_column(String(64))
     hours_json: Mapped[dict[str, Any]] = mapped_column("hours", JSONDocument, default=dict)
+    # Dates whose hours differ from the week's: {"2026-12-24": [], "2026-12-27": ["10:00-12:00"]}.
+    hours_exceptions: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict, server_default="{}")
+    booking_minutes: Mapped[int] = mapped_column(default=30, server_default="30")
+    buffer_before_minutes: Mapped[int] = mapped_column(default=0, server_default="0")
+    buffer_after_minutes: Mapped[int] = mapped_column(default=0, server_default="0")
+    max_sessions_per_day: Mapped[int | None] = mapped_column(default=None)
+    min_notice_minutes: Mapped[int] = mapped_column(default=120, server_default="120")
+    auto_confirm: Mapped[bool] = mapped_column(default=True, server_default=true())
+    cancellation_policy: Mapped[CancellationPolicy] = mapped_column(
+        enum_column(CancellationPolicy, "cancellation_policy"),
+        default=CancellationPolicy.FLEXIBLE,
+        server_default=CancellationPolicy.FLEXIBLE.value,
+    )
+    # Bumped by every booking: the row lock that keeps two bookings from taking overlapping times.
+    booking_seq: Mapped[int] = mapped_column(default=0, server_default="0")
     online: Mapped[bool] = mapped_column(default=False)
     # A listing is matched only once published: a new expert's draft is not, until its setup is done.
     published: Mapped[bool] = mapped_column(default=False, server_default=true())
