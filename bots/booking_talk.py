@@ -18,6 +18,7 @@ from concierge.bookings import BookingRefused, ScheduleRefused, ScheduleView, Sl
 from concierge.model import BookingStatus
 from concierge.service import Concierge
 from concierge.views import PaymentNotice, PersonView
+from knowledge.i18n import lead_time
 
 ACTIONS = frozenset({"slots", "book", "bk_ok", "bk_no", "bk_cancel", "bk_cancel_late", "bk_move", "bk_to"})
 
@@ -275,7 +276,8 @@ class BookingTalk:
             at = self.t.moment(when, person.locale, person.time_zone) if when else ""
             if notice.kind == "reminder":
                 key = "bot.booking.reminder_soon" if notice.last else "bot.booking.reminder"
-                told = self.t.say(person, key, name=other, when=at, minutes=notice.minutes or 0)
+                lead = lead_time(notice.minutes or 0, person.locale)
+                told = self.t.say(person, key, name=other, when=at, lead=lead)
                 rows: list[tuple[Button, ...]] = []
                 room = notice.room
                 link = (room.customer if is_customer else room.expert) if room else None

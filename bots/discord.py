@@ -127,6 +127,10 @@ class DiscordChannel:
         async def lang(interaction: discord.Interaction, language: str | None = None) -> None:
             await run(interaction, f"/lang {language or ''}".strip())
 
+        @tree.command(name="schedule", description="Experts: your booking settings, or change one")
+        async def schedule(interaction: discord.Interaction, change: str | None = None) -> None:
+            await run(interaction, f"/schedule {change or ''}".strip())
+
         @tree.command(name="link", description="Use one account across Telegram, Discord and the website")
         async def link(interaction: discord.Interaction, code: str | None = None) -> None:
             await run(interaction, f"/link {code or ''}".strip())
@@ -137,6 +141,7 @@ class DiscordChannel:
             ("help", "What I can do"),
             ("cancel", "Stop what we are doing"),
             ("sessions", "Your sessions"),
+            ("bookings", "Your coming bookings: move or cancel"),
             ("reviews", "Reviews of you"),
             ("blocks", "People you blocked"),
             ("profile", "What I know about you, and your listing"),

@@ -42,6 +42,7 @@ from concierge.model import (
 )
 from concierge.model.booking import LIVE_STATUSES
 from concierge.payments import Cashier, PaymentRefused
+from concierge.pricing import PricingMode
 from concierge.reliability import record_attendance
 from concierge.scheduler import Job, Scheduler, schedule, unschedule
 from concierge.transitions import Lifecycle
@@ -332,6 +333,11 @@ class Bookings:
             key=_job_key(booking.id, "pay_deadline"),
         )
         for minutes in self._reminders:
+            if start - timedelta(minutes=minutes) < self._now():
+                # Booked after that reminder's time: the confirmation says it all. (A moved
+                # booking's old reminder under the same key goes too.)
+                await unschedule(db, _job_key(booking.id, f"remind:{minutes}"))
+                continue
             await schedule(
                 db,
                 "booking.remind",
@@ -525,7 +531,8 @@ class Bookings:
         if booking.status not in LIVE_STATUSES:
             return CallOff(BookingView.of(booking), booking.outcome or outcome, False)
         session = await db.get(Session, booking.session_id) if booking.session_id else None
-        charged = session is not None and session.state is State.READY
+        free = session is not None and session.pricing.mode is PricingMode.FREE
+        charged = session is not None and session.state is State.READY and not free
         booking.status = BookingStatus.CANCELLED if by != "system" else BookingStatus.DONE
         booking.outcome = outcome
         booking.cancelled_by = by
@@ -544,7 +551,7 @@ class Bookings:
                 billed_seconds=int((end - start).total_seconds()),
             )
             await _tell(db, session.id, f"booking_forfeit:{outcome.value}", {"outcome": outcome.value})
-        elif session is not None and session.state in (State.CLAIMED, State.AWAITING_PAYMENT):
+        elif session is not None and session.state in (State.CLAIMED, State.AWAITING_PAYMENT, State.READY):
             await self._lifecycle.advance(db, session, Event.CANCEL, {"reason": outcome.value})
             await _tell(db, session.id, f"booking_cancelled_by_{by}", {"outcome": outcome.value})
         return CallOff(BookingView.of(booking), outcome, charged)

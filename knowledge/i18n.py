@@ -13,14 +13,14 @@ import json
 import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from importlib.resources import files
 from zoneinfo import ZoneInfo
 
 from babel import Locale
-from babel.dates import format_date, format_time, get_datetime_format
+from babel.dates import format_date, format_time, format_timedelta, get_datetime_format
 from babel.numbers import format_currency, get_currency_precision
 
 LANGUAGES = ("en", "fr", "de", "es", "zh", "ja")
@@ -108,6 +108,11 @@ def money(amount: int, currency: str, language: str) -> str:
     """Minor units in the language's format: 150 EUR → "€1.50" (en), "1,50 €" (fr); JPY has none."""
     value = Decimal(amount).scaleb(-int(get_currency_precision(currency)))
     return str(format_currency(value, currency, locale=language))
+
+
+def lead_time(minutes: int, language: str) -> str:
+    """How long until something, in words: "1 day", "10 minutes", "2 heures"."""
+    return str(format_timedelta(timedelta(minutes=minutes), locale=Locale.parse(language), threshold=1.0))
 
 
 def moment(when: datetime, language: str, zone: str) -> str:
