@@ -211,6 +211,12 @@ class Settings(BaseSettings):
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: Annotated[str, AfterValidator(_check_api_url)] | None = None
+    # The operator console (/ops): sessions end after this long idle, or this long after login.
+    ops_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    ops_session_hours: int = Field(default=12, ge=1, le=24 * 7)
+    # Failed logins allowed per operator name and per address before a lock-out of that length.
+    ops_login_attempts: int = Field(default=5, ge=1, le=1000)
+    ops_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
 
     @model_validator(mode="after")
     def _stripe_complete(self) -> Settings:
@@ -220,6 +226,8 @@ class Settings(BaseSettings):
                 "CONCIERGE_STRIPE_WEBHOOK_SECRET is needed with CONCIERGE_STRIPE_API_KEY "
                 "(payments are confirmed only by signed webhooks)"
             )
+        if self.ops_idle_minutes > self.ops_session_hours * 60:
+            raise ValueError("CONCIERGE_OPS_IDLE_MINUTES cannot exceed CONCIERGE_OPS_SESSION_HOURS")
         if self.minimum_minutes > self.max_session_minutes:
             raise ValueError("CONCIERGE_MINIMUM_MINUTES cannot exceed CONCIERGE_MAX_SESSION_MINUTES")
         return self

@@ -5,6 +5,7 @@ from concierge.model.block import Block
 from concierge.model.business import Business, Community, InviteCode, RosterScope
 from concierge.model.expert import Expert
 from concierge.model.money_back import MoneyBackRequest, MoneyBackStatus
+from concierge.model.operator import Operator, RecordingAccess
 from concierge.model.payment import LedgerEntry, Notice, Payment, PaymentKind, PaymentStatus, WebhookEvent
 from concierge.model.person import Channel, ChannelIdentity, Person
 from concierge.model.request import HelpRequest, Offer, OfferStatus
@@ -29,10 +30,12 @@ __all__ = [
     "Notice",
     "Offer",
     "OfferStatus",
+    "Operator",
     "Payment",
     "PaymentKind",
     "PaymentStatus",
     "Person",
+    "RecordingAccess",
     "Review",
     "Room",
     "RosterScope",
