@@ -125,11 +125,13 @@ class Seeder:
         *,
         minutes: int = 10,
         accept_after: float = 30,
+        offer_after: float = 0,
         customer: str = "Carla",
         price: int = 150,
     ) -> tuple[str, str, str]:
-        """(session, customer person, expert person): asked at `at`, offered at once, accepted
-        `accept_after` seconds later, `minutes` long at `price` cents a minute, settled."""
+        """(session, customer person, expert person): asked at `at`, offered `offer_after` seconds
+        later, accepted `accept_after` seconds after that, `minutes` long at `price` cents a
+        minute, settled."""
         self._count += 1
         self.clock.now = at
         person = await add_person(self.sessions, customer)
@@ -140,11 +142,12 @@ class Seeder:
             self.sessions, f"ex-{self._count}-{person.id[-6:]}", name="Tomás", pricing=pricing
         )
         request = await self.lifecycle.open_request(person.id, "my bike brakes squeal")
+        self.clock.now = at + timedelta(seconds=offer_after)
         await self.lifecycle.offer(request.id, [(expert.id, 1.0)])
-        self.clock.now = at + timedelta(seconds=accept_after)
+        self.clock.now += timedelta(seconds=accept_after)
         session = await self.lifecycle.claim(request.id, expert.id, commission_percent=Decimal(20))
         assert (await self.cashier.hand_off(session.id)).state is State.READY
-        self.clock.now = at + timedelta(seconds=accept_after + 60)
+        self.clock.now += timedelta(seconds=60)
         await self.lifecycle.go_live(session.id, at=self.clock.now)
         self.clock.now += timedelta(minutes=minutes, seconds=5)
         await self.lifecycle.end(session.id, minutes * 60)
