@@ -22,7 +22,7 @@ from concierge.app import create_app
 from concierge.appkeys import SESSIONS
 from concierge.config import load_settings
 from concierge.lifecycle import State
-from concierge.model import utcnow
+from concierge.model import Expert, utcnow
 from concierge.money_back import MoneyBack
 from concierge.ops.accounts import create_operator
 from concierge.payments import Cashier
@@ -153,6 +153,23 @@ class Seeder:
         await self.lifecycle.end(session.id, minutes * 60)
         assert await self.cashier.settle(session.id) is not None
         return session.id, person.id, expert.person_id
+
+    async def live(self, at: datetime, customer: str = "Lena") -> str:
+        """A session live since `at`, with its expert online."""
+        self._count += 1
+        self.clock.now = at
+        person = await add_person(self.sessions, customer)
+        expert = await add_expert(self.sessions, f"ex-live-{self._count}", name="Wes")
+        async with self.sessions.begin() as db:
+            row = await db.get(Expert, expert.id)
+            assert row is not None
+            row.online, row.published = True, True
+        request = await self.lifecycle.open_request(person.id, "my router will not talk to my laptop")
+        await self.lifecycle.offer(request.id, [(expert.id, 1.0)])
+        session = await self.lifecycle.claim(request.id, expert.id, commission_percent=Decimal(20))
+        assert (await self.cashier.hand_off(session.id)).state is State.READY
+        await self.lifecycle.go_live(session.id, at=at)
+        return session.id
 
     async def unmatched(self, at: datetime) -> str:
         self.clock.now = at

@@ -36,6 +36,11 @@ def _number(value: float | None, decimals: int) -> str:
     return f"{value:,.{decimals}f}"
 
 
+def _tick(value: float) -> str:
+    # Grid lines fall on quarters of a round top: 0.5 or 12.5 must not print as 0 or 12.
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
 def bar_chart(
     title: str, labels: Sequence[str], series: Sequence[Series], *, decimals: int = 0, unit: str = ""
 ) -> Markup:
@@ -53,7 +58,7 @@ def bar_chart(
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
         parts.append(
             f'<text x="{LEFT - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#555">'
-            f"{esc(_number(value, decimals if top < 10 else 0))}</text>"
+            f"{esc(_tick(value))}</text>"
         )
     count = max(len(labels), 1)
     group_w = plot_w / count
