@@ -16,6 +16,8 @@ from click.testing import CliRunner, Result
 from sqlalchemy import select
 
 from concierge.cli import main
+from concierge.config import load_settings
+from concierge.errors import ConfigError
 from concierge.model import MoneyBackRequest, MoneyBackStatus, Operator, Payment, PaymentKind, utcnow
 from concierge.redis_keys import entity_key
 from tests.ops_console import (
@@ -94,6 +96,9 @@ async def test_an_operator_made_on_the_command_line_logs_in_sees_strict_pages_an
         assert (out.status, out.headers["Location"]) == (303, "/ops/login")
         assert (await client.get("/ops/")).status == 401
 
+        bad_name = await cli(["operators", "create", "Bad Name!", "--password-stdin"], input=f"{PASSWORD}\n")
+        assert (bad_name.exit_code, "operator name" in bad_name.output) == (1, True)
+        assert (await cli(["operators", "disable", "nobody"])).exit_code == 1
         listed = await cli(["operators", "list"])
         assert "alice" in listed.output
         assert "enabled" in listed.output
@@ -183,9 +188,10 @@ async def test_posts_without_or_with_a_wrong_csrf_token_change_nothing(
         assert no_token.status == 403
         assert (await client.get("/ops/")).status == 401
 
-        await log_in(client)
         decide = f"/ops/disputes/{request_id}/decide"
         grant = {"decision": "grant", "amount": "", "note": "fair"}
+        assert (await client.post(decide, data=grant, allow_redirects=False)).status == 401  # no cookie
+        await log_in(client)
         assert (await client.post(decide, data=grant, allow_redirects=False)).status == 403
         wrong = await client.post(decide, data={**grant, "csrf": "guess"}, allow_redirects=False)
         assert wrong.status == 403
@@ -269,3 +275,24 @@ async def test_a_hash_made_with_weaker_parameters_is_replaced_at_login(
         assert stored != weak
         assert not PasswordHasher().check_needs_rehash(stored)
         assert PasswordHasher().verify(stored, PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"CONCIERGE_OPS_IDLE_MINUTES": "0"}, "CONCIERGE_OPS_IDLE_MINUTES"),
+        ({"CONCIERGE_OPS_LOGIN_ATTEMPTS": "many"}, "CONCIERGE_OPS_LOGIN_ATTEMPTS"),
+        (
+            {"CONCIERGE_OPS_IDLE_MINUTES": "120", "CONCIERGE_OPS_SESSION_HOURS": "1"},
+            "CONCIERGE_OPS_IDLE_MINUTES",
+        ),
+    ],
+)
+def test_bad_console_settings_stop_the_start(
+    variables: dict[str, str], named: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, engine_name: str
+) -> None:
+    monkeypatch.setenv("CONCIERGE_DATA_DIR", str(tmp_path))
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=named):
+        load_settings()

@@ -79,7 +79,9 @@ async def login(request: web.Request) -> web.StreamResponse:
         await throttle.failed(name, address)
         return _form(request, "Wrong operator name or password, or this operator is disabled.", 401, name)
     await throttle.succeeded(name)
-    token = await login_sessions(request).start(operator.id)
+    sessions = login_sessions(request)
+    await sessions.end(request.cookies.get(SESSION_COOKIE))  # a fresh token each login: no fixation
+    token = await sessions.start(operator.id)
     response = web.HTTPSeeOther(_safe_next(request.query.get("next")))
     set_cookie(request, response, SESSION_COOKIE, token)
     response.del_cookie(LOGIN_COOKIE, path="/ops")
