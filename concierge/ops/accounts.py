@@ -7,6 +7,7 @@ replaced at the next successful login, so raising the cost needs no password res
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,9 +25,15 @@ MIN_PASSWORD_CHARS = 12
 # argon2 hashes any length, but a megabyte "password" is only a way to burn our CPU.
 MAX_PASSWORD_CHARS = 256
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
+# argon2-cffi's current defaults (argon2id, RFC 9106's low-memory profile); a constant, not state.
 _HASHER = PasswordHasher()
-# Verified when the name is unknown, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH = _HASHER.hash("not a password of anyone")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    # Verified when the name is unknown, so a wrong name costs as long as a wrong password;
+    # made on first use rather than at import (every CLI command imports this module).
+    return _HASHER.hash("not a password of anyone")
 
 
 class OperatorRefused(DomainError):
@@ -100,7 +107,7 @@ async def authenticate(
     async with sessions() as db:
         row = await db.scalar(select(Operator).where(Operator.name == name))
     if row is None or row.disabled:
-        await asyncio.to_thread(_verifies, _DUMMY_HASH, password)
+        await asyncio.to_thread(_verifies, _dummy_hash(), password)
         return None
     if not await asyncio.to_thread(_verifies, row.password_hash, password):
         return None
