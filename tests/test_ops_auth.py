@@ -296,3 +296,24 @@ def test_bad_console_settings_stop_the_start(
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=named):
         load_settings()
+
+
+async def test_cookies_are_secure_when_the_service_is_reached_over_https(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    async with console(
+        monkeypatch, tmp_path, database_url, redis_url, public_url="https://help.example.org"
+    ) as client:
+        await add_operator(client)
+        form = await client.get("/ops/login")
+        assert "Secure" in form.headers["Set-Cookie"]
+        logged_in = await client.post(
+            "/ops/login",
+            data={"csrf": csrf_of(await form.text()), "name": "alice", "password": PASSWORD},
+            # The client keeps Secure cookies for https only; a TLS proxy would pass it on.
+            headers={"Cookie": f"ops_login={form.cookies['ops_login'].value}"},
+            allow_redirects=False,
+        )
+        assert logged_in.status == 303
+        cookie = next(c for c in logged_in.headers.getall("Set-Cookie") if c.startswith("ops_session="))
+        assert "Secure" in {part.strip() for part in cookie.split(";")}
