@@ -17,6 +17,7 @@ from concierge.database import create_engine, redacted, session_factory
 from concierge.embedded_redis import EmbeddedRedis
 from concierge.errors import StorageError
 from concierge.metrics import Metrics
+from concierge.ops import web as ops_web
 
 log = structlog.get_logger("concierge.app")
 
@@ -107,4 +108,5 @@ def create_app(settings: Settings) -> web.Application:
     video.install(app)
     payments_web.install(app)
     scheduler_web.install(app)
+    ops_web.install(app)
     return app

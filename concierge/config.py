@@ -245,6 +245,12 @@ class Settings(BaseSettings):
     booking_pay_by_minutes: int = Field(default=60, ge=5, le=24 * 60)
     booking_confirm_hours: int = Field(default=12, ge=1, le=72)
     reminders: Annotated[str, AfterValidator(_check_reminders)] = "24h 10m"
+    # The operator console (/ops): sessions end after this long idle, or this long after login.
+    ops_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    ops_session_hours: int = Field(default=12, ge=1, le=24 * 7)
+    # Failed logins allowed per operator name and per address before a lock-out of that length.
+    ops_login_attempts: int = Field(default=5, ge=1, le=1000)
+    ops_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
 
     @model_validator(mode="after")
     def _stripe_complete(self) -> Settings:
@@ -254,6 +260,8 @@ class Settings(BaseSettings):
                 "CONCIERGE_STRIPE_WEBHOOK_SECRET is needed with CONCIERGE_STRIPE_API_KEY "
                 "(payments are confirmed only by signed webhooks)"
             )
+        if self.ops_idle_minutes > self.ops_session_hours * 60:
+            raise ValueError("CONCIERGE_OPS_IDLE_MINUTES cannot exceed CONCIERGE_OPS_SESSION_HOURS")
         if self.minimum_minutes > self.max_session_minutes:
             raise ValueError("CONCIERGE_MINIMUM_MINUTES cannot exceed CONCIERGE_MAX_SESSION_MINUTES")
         return self

@@ -41,6 +41,9 @@ class WaitingLine:
         rank = await self._redis.zrank(QUEUE_KEY, request_id)
         return None if rank is None else int(rank) + 1  # type: ignore[arg-type]
 
+    async def length(self) -> int:
+        return int(await self._redis.zcard(QUEUE_KEY))
+
     async def waiting(self, limit: int = 50) -> list[str]:
         return [_text(member) for member in await self._redis.zrange(QUEUE_KEY, 0, limit - 1)]
 
@@ -75,6 +78,10 @@ class OfferClock:
     async def take(self, request_id: str) -> bool:
         """Claim the handling of this request's round now; False if another caller has it."""
         return bool(await self._redis.zrem(DEADLINES_KEY, request_id))
+
+    async def running(self) -> int:
+        """How many requests wait for experts' answers now."""
+        return int(await self._redis.zcard(DEADLINES_KEY))
 
     async def due(self, now: float, limit: int = 100) -> list[str]:
         """Requests whose round ran out; each is handed to exactly one caller (ZREM decides)."""

@@ -7,6 +7,7 @@ from concierge.model.business import Business, Community, InviteCode, RosterScop
 from concierge.model.expert import Expert
 from concierge.model.job import ScheduledJob
 from concierge.model.money_back import MoneyBackRequest, MoneyBackStatus
+from concierge.model.operator import Operator, RecordingAccess
 from concierge.model.payment import LedgerEntry, Notice, Payment, PaymentKind, PaymentStatus, WebhookEvent
 from concierge.model.person import Channel, ChannelIdentity, Person
 from concierge.model.request import HelpRequest, Offer, OfferStatus
@@ -34,11 +35,13 @@ __all__ = [
     "Notice",
     "Offer",
     "OfferStatus",
+    "Operator",
     "Outcome",
     "Payment",
     "PaymentKind",
     "PaymentStatus",
     "Person",
+    "RecordingAccess",
     "Review",
     "Room",
     "RosterScope",
