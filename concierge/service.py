@@ -74,6 +74,7 @@ from concierge.waiting_line import OfferClock, WaitingLine
 from knowledge.i18n import LANGUAGES
 from matcher.engine import MatchQuery, MatchResult, NoExperts
 from matcher.facets import next_opening
+from matcher.ranking import Priors
 
 SHOWN_TTL_SECONDS = 24 * 3600
 MAX_DISPLAY_NAME = 80
@@ -793,7 +794,8 @@ class Concierge:
                     name=name,
                     headline=listing.headline,
                     languages=tuple(listing.languages),
-                    rating=listing.rating_total / count if count else None,
+                    # The Bayesian average the ranking uses, so one 5-star review shows as such.
+                    rating=_bayesian(count, listing.rating_total) if count else None,
                     rating_count=count,
                     pricing=Pricing(
                         PricingMode(listing.pricing_mode), listing.price_amount, listing.currency
@@ -838,6 +840,13 @@ def _find_identity(
         return person, None, in_blocks
     with OrmSession(db) as orm:  # experts are few: their listing through the ORM
         return person, orm.get(Expert, values["listing"]), in_blocks
+
+
+_PRIORS = Priors()
+
+
+def _bayesian(count: int, total: int) -> float:
+    return (_PRIORS.rating_weight * _PRIORS.rating_mean + total) / (_PRIORS.rating_weight + count)
 
 
 def _aware(moment: datetime | None) -> datetime | None:

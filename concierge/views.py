@@ -54,7 +54,7 @@ class ExpertCard:
     name: str
     headline: str
     languages: tuple[str, ...]
-    rating: float | None  # mean stars
+    rating: float | None  # Bayesian average of the stars (pulled towards the prior while few)
     rating_count: int
     pricing: Pricing
     available_now: bool
