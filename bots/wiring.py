@@ -65,7 +65,10 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
     store = ConversationStore(app[REDIS], settings.conversation_ttl_hours * 3600)
     app[keys.MATCHER_HOST] = host
     app[keys.CONCIERGE] = concierge
-    app[keys.DISPATCHER] = Dispatcher(dialogue, store, RateLimiter(app[REDIS], settings.messages_per_minute))
+    limiter = RateLimiter(
+        app[REDIS], settings.messages_per_minute, per_community=settings.community_messages_per_minute
+    )
+    app[keys.DISPATCHER] = Dispatcher(dialogue, store, limiter, concierge.moderation)
     try:
         yield
     finally:

@@ -1,12 +1,15 @@
 """The typed domain model, mapped to tables; one module per noun."""
 
 from concierge.model.base import Base, new_id, utcnow
+from concierge.model.birth_date_review import BirthDateReview, ReviewStatus
 from concierge.model.block import Block
 from concierge.model.business import Business, Community, InviteCode, RosterScope
+from concierge.model.contact_flag import ContactFlag
 from concierge.model.expert import Expert
 from concierge.model.money_back import MoneyBackRequest, MoneyBackStatus
 from concierge.model.payment import LedgerEntry, Notice, Payment, PaymentKind, PaymentStatus, WebhookEvent
 from concierge.model.person import Channel, ChannelIdentity, Person
+from concierge.model.report import Report, ReportStatus
 from concierge.model.request import HelpRequest, Offer, OfferStatus
 from concierge.model.review import Review
 from concierge.model.room import Room
@@ -14,11 +17,13 @@ from concierge.model.session import LifecycleEvent, Session
 
 __all__ = [
     "Base",
+    "BirthDateReview",
     "Block",
     "Business",
     "Channel",
     "ChannelIdentity",
     "Community",
+    "ContactFlag",
     "Expert",
     "HelpRequest",
     "InviteCode",
@@ -33,7 +38,10 @@ __all__ = [
     "PaymentKind",
     "PaymentStatus",
     "Person",
+    "Report",
+    "ReportStatus",
     "Review",
+    "ReviewStatus",
     "Room",
     "RosterScope",
     "Session",
