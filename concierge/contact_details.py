@@ -105,7 +105,7 @@ _PATTERNS = (
 
 # Numbers that are not phone numbers: shielded (overwritten) before the phone search.
 _CURRENCY = r"(?:€|\$|£|¥|￥|₹|元|円|块|塊|EUR|USD|GBP|JPY|CNY|RMB|CHF|CAD|AUD|euros?|dollars?|yen|yuan)"
-_NUMBER = r"\d[\d\s.,'\u00a0\u202f]*\d|\d"
+_NUMBER = r"\d[\d\s.,'\u00a0\u202f]{0,24}\d|\d"  # bounded: no quadratic scans
 _NOT_PHONE = re.compile(
     "|".join(
         (
@@ -116,6 +116,7 @@ _NOT_PHONE = re.compile(
             r"(?<!\d)(?<!\d[-./])\d{4}\s?[-./年]\s?\d{1,2}\s?[-./月]\s?\d{1,2}日?(?![-./]\d)",
             r"(?<!\d)(?<!\d[-./])\d{1,2}\s?[-./]\s?\d{1,2}\s?[-./]\s?\d{2,4}(?![-./]\d)",
             r"\d{1,2}\s?[:h時]\s?\d{2}(?::\d{2})?",  # 14:30, 14h30, 14時30
+            r"ISBN(?:-1[03])?:?\s*[\dX][\dX \-]*",
             r"(?:(?<![A-Za-z])(?:order|commande|bestellung|pedido|invoice|facture|rechnung|factura|ticket|"
             r"tracking|ref(?:erence)?)|订单|訂單|注文|#)\.?\s*(?:no\.?|nr\.?|n°|nº|number|numéro|nummer|"
             r"número|号|番号|#)?\s*[:：#]?\s*[A-Za-z0-9\-]+",
@@ -144,16 +145,18 @@ def _split_long(text: str, start: int, end: int) -> list[tuple[int, int]]:
     space-separated parts from the left into numbers of at most the longest length."""
     if sum(c.isdigit() for c in text[start:end]) <= MAX_PHONE_DIGITS:
         return [(start, end)]
-    pieces = [(m.start() + start, m.end() + start) for m in re.finditer(r"\S+", text[start:end])]
     grouped: list[tuple[int, int]] = []
     current: tuple[int, int] | None = None
-    for piece in pieces:
-        if current is not None and sum(c.isdigit() for c in text[current[0] : piece[1]]) <= MAX_PHONE_DIGITS:
-            current = (current[0], piece[1])
+    digits = 0
+    for match in re.finditer(r"\S+", text[start:end]):
+        piece = (match.start() + start, match.end() + start)
+        count = sum(c.isdigit() for c in match.group())
+        if current is not None and digits + count <= MAX_PHONE_DIGITS:
+            current, digits = (current[0], piece[1]), digits + count
         else:
             if current is not None:
                 grouped.append(current)
-            current = piece
+            current, digits = piece, count
     if current is not None:
         grouped.append(current)
     return grouped
