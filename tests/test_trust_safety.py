@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from concierge.invites import create_invite
-from concierge.model import Channel, ChannelIdentity, Person
+from concierge.model import Channel, ChannelIdentity, Person, Session
 from concierge.transitions import Lifecycle
 from tests.fakes.telegram_server import FakeTelegram
 from tests.harness import WebUser, add_listed_expert, app_sessions, button, refresh_matcher, running_service
@@ -206,7 +206,7 @@ async def test_listing_words_are_hidden_and_health_listings_carry_the_disclaimer
 
 
 async def test_health_experts_cards_carry_the_disclaimer_in_the_customers_language(service: Any) -> None:
-    await web_expert(
+    expert = await web_expert(
         service,
         "health-1",
         categories=["health"],
@@ -219,6 +219,15 @@ async def test_health_experts_cards_carry_the_disclaimer_in_the_customers_langua
     await customer.say("1990-01-01")
     cards = await customer.wait_text("Sleep and stress coaching")
     assert "no atención médica" in cards["text"]
+    # An adult's health session is not recorded: nothing is recorded for quality, ever.
+    await customer.press(button(cards, "Quien responda primero"))
+    offer = await expert.wait_text("New request")
+    await expert.press(button(offer, "Accept"))
+    ready = await customer.wait_text("sala de vídeo")
+    assert "se grabará" not in ready["text"]
+    async with app_sessions(service)() as db:
+        session = (await db.scalars(select(Session))).one()
+    assert session.recorded is False
 
 
 # ---------------------------------------------------------------------- reports
