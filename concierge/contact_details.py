@@ -39,12 +39,13 @@ MIN_PHONE_DIGITS = 8
 MAX_PHONE_DIGITS = 15
 
 
+_FOLD = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+
+
 def _fold(text: str) -> str:
     """Full-width ASCII (ＡＢＣ１２３＠) and the ideographic space as their ASCII forms, one
     character for one, so positions in the folded text are positions in the original."""
-    return "".join(
-        chr(ord(c) - 0xFEE0) if 0xFF01 <= ord(c) <= 0xFF5E else " " if c == "\u3000" else c for c in text
-    )
+    return text.translate(_FOLD)
 
 
 # No dot inside a part: dots only separate parts, so matching never backtracks over them.
@@ -94,17 +95,21 @@ _CASHTAG = re.compile(r"(?<![\w$])\$[A-Za-z][A-Za-z0-9_]{2,19}(?![\w])")
 _IBAN = re.compile(
     r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])"
 )
+# Each pattern with a cheap test that must pass first: most messages hold none of these, and
+# this runs on every request, listing edit and review.
 _PATTERNS = (
-    (Kind.EMAIL, _EMAIL),
-    (Kind.LINK, _LINK),
-    (Kind.CASHTAG, _CASHTAG),
-    (Kind.HANDLE, _HANDLE_AFTER),
-    (Kind.HANDLE, _HANDLE_BEFORE),
-    (Kind.IBAN, _IBAN),
+    (Kind.EMAIL, _EMAIL, re.compile(rf"@|(?<![A-Za-z])(?:{_AT_WORDS})(?![A-Za-z])|艾特|アット|あっと", re.I)),
+    (Kind.LINK, _LINK, re.compile(r"\.")),
+    (Kind.CASHTAG, _CASHTAG, re.compile(r"\$")),
+    (Kind.HANDLE, _HANDLE_AFTER, re.compile(r"[@:=号]|id\b", re.I)),
+    (Kind.HANDLE, _HANDLE_BEFORE, re.compile("@")),
+    (Kind.IBAN, _IBAN, re.compile(r"\d\d")),
 )
 
 # Numbers that are not phone numbers: shielded (overwritten) before the phone search.
-_CURRENCY = r"(?:€|\$|£|¥|￥|₹|元|円|块|塊|EUR|USD|GBP|JPY|CNY|RMB|CHF|CAD|AUD|euros?|dollars?|yen|yuan)"
+_CURRENCY = (
+    r"(?:[A-Z]{0,3}[$¥£€]|￥|₹|元|円|块|塊|EUR|USD|GBP|JPY|CNY|RMB|CHF|CAD|AUD|euros?|dollars?|yen|yuan)"
+)
 _NUMBER = r"\d[\d\s.,'\u00a0\u202f]{0,24}\d|\d"  # bounded: no quadratic scans
 _NOT_PHONE = re.compile(
     "|".join(
@@ -112,6 +117,7 @@ _NOT_PHONE = re.compile(
             rf"{_CURRENCY}\s?(?:{_NUMBER})",  # € 1 234,50
             rf"(?:{_NUMBER})\s?{_CURRENCY}",  # 1 234,50 €
             r"(?<!\d)(?<!\d[.,])\d+[.,]\d{1,2}(?!\d|[.,]\d)",  # decimals, not the groups of 06.12.34.56.78
+            r"(?<!\d)\d{1,3}(?:[.,'\s\u00a0\u202f]\d{3})+[.,]\d{1,2}(?!\d)",  # 10.000.000,00
             # 2024-11-24, 2024年11月24日, 24/11/2024, 24.11.24; not the groups of 06.12.34.56.78
             r"(?<!\d)(?<!\d[-./])\d{4}\s?[-./年]\s?\d{1,2}\s?[-./月]\s?\d{1,2}日?(?![-./]\d)",
             r"(?<!\d)(?<!\d[-./])\d{1,2}\s?[-./]\s?\d{1,2}\s?[-./]\s?\d{2,4}(?![-./]\d)",
@@ -174,11 +180,13 @@ def find(text: str) -> list[Hit]:
     folded = _fold(text)
     found = [
         Hit(kind, m.start(), m.end(), "")
-        for kind, pattern in _PATTERNS
+        for kind, pattern, maybe in _PATTERNS
+        if maybe.search(folded)
         for m in pattern.finditer(folded)
         if kind is not Kind.IBAN or _iban_valid(m.group())
     ]
-    found += _phones(folded)
+    if sum(c.isdigit() for c in folded) >= MIN_PHONE_DIGITS:
+        found += _phones(folded)
     # The earliest, then the longest, wins where two overlap.
     found.sort(key=lambda hit: (hit.start, -hit.end))
     kept: list[Hit] = []

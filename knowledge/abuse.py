@@ -8,7 +8,6 @@ phrases that address or threaten someone count. Someone who writes one is muted 
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from functools import cache
 
@@ -65,15 +64,28 @@ def _normal(text: str) -> str:
 
 
 @cache
-def _pattern() -> re.Pattern[str]:
-    parts = []
-    for phrase in (p for phrases in PHRASES.values() for p in phrases):
-        escaped = re.escape(_normal(phrase))
-        # Latin phrases are whole words ("crève" is not inside "crèvecoeur"); CJK has no spaces.
-        cjk = any(ord(c) >= 0x2E80 for c in phrase)
-        parts.append(escaped if cjk else rf"(?<!\w){escaped}(?!\w)")
-    return re.compile("|".join(parts))
+def _phrases() -> tuple[tuple[str, bool], ...]:
+    """Each phrase normalised, and whether it must stand as whole words (not for CJK, which has
+    no spaces: "crève" is not inside "crèvecoeur", but 死ね is inside 死ねよ)."""
+    return tuple(
+        (_normal(phrase), not any(ord(c) >= 0x2E80 for c in phrase))
+        for phrases in PHRASES.values()
+        for phrase in phrases
+    )
 
 
 def is_abusive(text: str) -> bool:
-    return _pattern().search(_normal(text)) is not None
+    # Substring search first: this runs on every message, and a regex alternation of the
+    # phrases cost ten times more.
+    normal = _normal(text)
+    for phrase, whole_words in _phrases():
+        start = normal.find(phrase)
+        while start >= 0:
+            end = start + len(phrase)
+            if not whole_words or (
+                (start == 0 or not normal[start - 1].isalnum())
+                and (end == len(normal) or not normal[end].isalnum())
+            ):
+                return True
+            start = normal.find(phrase, start + 1)
+    return False
