@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, date, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -19,6 +20,7 @@ from concierge.reports import ReportRefused, Reports
 from concierge.reviews import Reviews
 from concierge.transitions import Lifecycle
 from tests.factories import add_expert, add_person
+from tests.test_money_back import Desk
 from tests.test_reviews import finished_session
 
 TODAY = date(2026, 11, 24)
@@ -138,3 +140,16 @@ async def test_a_longer_mute_stands_and_unmute_lifts_it(sessions: async_sessionm
     assert await muted_people(sessions, now + timedelta(minutes=121)) == []
     await unmute(sessions, person.id)
     assert await muted_people(sessions, now) == []
+
+
+async def test_a_money_back_reason_reaches_the_expert_without_contact_details(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONCIERGE_DATA_DIR", str(tmp_path))
+    desk = Desk(sessions)
+    session_id, customer, _ = await desk.settled(minutes=2)
+    asked = await desk.desk.ask(customer, session_id, "Bad call. Refund me on paypal.me/carla99 please")
+    assert asked.reason == "Bad call. Refund me on [datos de contacto ocultos] please"
+    flags = await recent_flags(sessions, person_id=customer)
+    assert [(f.place, f.ref, f.kinds) for f in flags] == [("moneyback", asked.id, "link")]
+    assert "paypal.me/carla99" in flags[0].original
