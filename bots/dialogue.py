@@ -94,7 +94,8 @@ class Dialogue:
         if person.muted_until is not None:
             # Told once per mute, then silence: answering each message would reward flooding.
             if await self.concierge.moderation.tell_once(person.id, person.muted_until):
-                replies.append(self._muted(person, person.muted_until, None))
+                reason = MuteReason(person.muted_reason or MuteReason.OPERATOR.value)
+                replies.append(self._muted(person, person.muted_until, reason))
             return replies
         if event.kind is Kind.TEXT and is_abusive(event.text):
             until = await self.concierge.moderation.mute(person.id, MuteReason.ABUSE)
@@ -495,8 +496,8 @@ class Dialogue:
 
     # ------------------------------------------------------------------ safety
 
-    def _muted(self, person: PersonView, until: datetime, reason: MuteReason | None) -> Reply:
-        why = self.t(f"bot.mute.reason.{(reason or MuteReason.OPERATOR).value}", person.locale)
+    def _muted(self, person: PersonView, until: datetime, reason: MuteReason) -> Reply:
+        why = self.t(f"bot.mute.reason.{reason.value}", person.locale)
         when = moment(until, person.locale, person.time_zone)
         return self.t.say(person, "bot.muted", until=when, reason=why)
 

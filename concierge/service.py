@@ -149,6 +149,7 @@ class Concierge:
             reach=reach,
             expert=_expert_view(expert) if expert is not None else None,
             muted_until=muted if muted is not None and muted > self._now() else None,
+            muted_reason=person.muted_reason,
         )
 
     async def person(self, person_id: str, *, reach: Reach | None = None) -> PersonView:

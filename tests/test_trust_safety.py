@@ -289,7 +289,8 @@ async def test_a_customer_reports_the_expert_and_an_upheld_report_mutes_them(
     assert "muted until" in out
     assert await cli(service, tmp_path, database_url, "reports", "list", "--json") == []
     await expert.say("/help")
-    await expert.wait_text("You are muted until")
+    told = await expert.wait_text("You are muted until")
+    assert "(decided by our team)" in told["text"]
     await expert.say("/help")
     await quiet(expert)  # told once, then silence
 
