@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import datetime
 
 from bots import booking_talk
 from bots.booking_talk import BookingTalk
@@ -17,15 +18,17 @@ from bots.conversation import Conversation
 from bots.events import Button, Incoming, Kind, Reply
 from bots.listing_setup import ListingSetup
 from bots.parsing import parse_birth_date
-from bots.texts import Texts, reach_or_fail
+from bots.texts import HEALTH, Texts, reach_or_fail
 from concierge.claims import AlreadyTaken
 from concierge.errors import DomainError, InviteRefused, NotFound
-from concierge.lifecycle import State
+from concierge.lifecycle import FINISHED_STATES, State
 from concierge.linking import LinkRefused
 from concierge.model import MoneyBackStatus
+from concierge.moderation import MuteReason
 from concierge.money_back import MoneyBackRefused
 from concierge.onboarding import ListingRefused
 from concierge.people import AgeGate
+from concierge.reports import MAX_REASON_CHARS, MIN_REASON_CHARS, ReportRefused
 from concierge.reviews import BLIND_DAYS, ReviewRefused
 from concierge.service import Concierge
 from concierge.views import (
@@ -39,7 +42,8 @@ from concierge.views import (
     Queued,
     Round,
 )
-from knowledge.i18n import LANGUAGES, money, negotiate
+from knowledge.abuse import is_abusive
+from knowledge.i18n import LANGUAGES, moment, money, negotiate
 from video_gateway.opening import RoomLinks
 
 Handler = Callable[[Incoming, PersonView, Conversation, list[Reply]], Awaitable[None]]
@@ -70,6 +74,7 @@ class Dialogue:
             "schedule": self._schedule,
             "reviews": self._reviews,
             "blocks": self._blocks,
+            "birthdate": self._birth_date_command,
             "profile": self._profile,
             "expert": self._expert,
             "online": self._online,
@@ -91,7 +96,19 @@ class Dialogue:
             locale=negotiate([event.locale]) if event.locale else None,
         )
         replies: list[Reply] = []
-        if person.gate is AgeGate.REFUSED:
+        if person.muted_until is not None:
+            # Told once per mute, then silence: answering each message would reward flooding.
+            if await self.concierge.moderation.tell_once(person.id, person.muted_until):
+                reason = MuteReason(person.muted_reason or MuteReason.OPERATOR.value)
+                replies.append(self._muted(person, person.muted_until, reason))
+            return replies
+        if event.kind is Kind.TEXT and is_abusive(event.text):
+            until = await self.concierge.moderation.mute(person.id, MuteReason.ABUSE)
+            await self.concierge.moderation.tell_once(person.id, until)
+            replies.append(self._muted(person, until, MuteReason.ABUSE))
+            return replies
+        refused = person.gate is AgeGate.REFUSED
+        if refused and not (event.kind is Kind.COMMAND and event.command[0] == "birthdate"):
             replies.append(self.t.say(person, "bot.age.refused"))
             return replies
         try:
@@ -102,6 +119,8 @@ class Dialogue:
             replies.append(self.t.say(person, f"bot.expert.refused.{exc.reason}"))
         except ListingRefused as exc:
             replies.append(self.t.say(person, "bot.listing.refused", problems="; ".join(exc.problems)))
+        except ReportRefused as exc:
+            replies.append(self._report_refused(person, exc.reason))
         except LinkRefused as exc:
             replies.append(self.t.say(person, f"bot.link.refused.{exc.reason}"))
         except NotFound:
@@ -140,6 +159,8 @@ class Dialogue:
             await self._review_text(person, conv, text, out)
         elif conv.step.startswith("moneyback:"):
             await self._money_back_reason(person, conv, text, out)
+        elif conv.step.startswith("report:"):
+            await self._report_reason(person, conv, text, out)
         else:
             await self._ask(event, person, conv, out, text)
 
@@ -205,6 +226,8 @@ class Dialogue:
         if not outcome.scheduled:
             anyone = Button(self.t("bot.cards.anyone", lang), f"anyone:{outcome.request_id}:{outcome.offset}")
             footer = (anyone, *footer)
+        if any(HEALTH in card.categories for card in outcome.cards):
+            body += "\n\n" + self.t("listing.health_disclaimer", lang)
         out.append(
             Reply(
                 reach_or_fail(person),
@@ -246,6 +269,8 @@ class Dialogue:
             await self._money_back_press(action, rest, person, conv, out)
         elif action in {"block", "unblock"}:
             await self._block_press(action, rest, person, out)
+        elif action == "report":
+            await self._report_press(rest, person, conv, out)
         elif action == "rate":
             await self._rate_press(rest, person, conv, out)
         elif action == "review_skip":
@@ -484,7 +509,55 @@ class Dialogue:
     def _rating_prompt(self, person: PersonView, session_id: str, name: str) -> Reply:
         stars = tuple(Button("★" * n, f"rate:{session_id}:{n}") for n in range(1, 6))
         block = Button(self.t("bot.block.button", person.locale, name=name), f"block:{session_id}")
-        return replace(self.t.say(person, "bot.rate.ask", name=name), buttons=(stars, (block,)))
+        report = Button(self.t("bot.report.button", person.locale, name=name), f"report:{session_id}")
+        return replace(self.t.say(person, "bot.rate.ask", name=name), buttons=(stars, (block, report)))
+
+    # ------------------------------------------------------------------ safety
+
+    def _muted(self, person: PersonView, until: datetime, reason: MuteReason) -> Reply:
+        why = self.t(f"bot.mute.reason.{reason.value}", person.locale)
+        when = moment(until, person.locale, person.time_zone)
+        return self.t.say(person, "bot.muted", until=when, reason=why)
+
+    def _report_refused(self, person: PersonView, reason: str) -> Reply:
+        return self.t.say(
+            person, f"bot.report.refused.{reason}", min=MIN_REASON_CHARS, limit=MAX_REASON_CHARS
+        )
+
+    async def _report_press(
+        self, session_id: str, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        reported = await self.concierge.reports.check(session_id, person.id)
+        other = await self.concierge.person(reported)
+        name = other.name or self.t("receipt.customer", person.locale)
+        conv.step = f"report:{session_id}"
+        out.append(
+            self.t.say(person, "bot.report.ask", name=name, min=MIN_REASON_CHARS, limit=MAX_REASON_CHARS)
+        )
+
+    async def _report_reason(
+        self, person: PersonView, conv: Conversation, text: str, out: list[Reply]
+    ) -> None:
+        session_id = conv.step.partition(":")[2]
+        conv.step = "idle"
+        await self.concierge.reports.file(session_id, person.id, text)
+        out.append(self.t.say(person, "bot.report.sent"))
+
+    async def _birth_date_command(
+        self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        _, args = event.command
+        born = parse_birth_date(args) if args else None
+        if born is None:
+            out.append(self.t.say(person, "bot.age.change_usage"))
+            return
+        change = await self.concierge.change_birth_date(person.id, born)
+        if change.review_id is not None:
+            out.append(self.t.say(person, "bot.age.change_pending", review=change.review_id))
+        elif change.gate is AgeGate.REFUSED:
+            out.append(self.t.say(person, "bot.age.refused"))
+        else:
+            out.append(self.t.say(person, "bot.age.changed"))
 
     # ------------------------------------------------------------------ blocking
 
@@ -771,6 +844,12 @@ class Dialogue:
             (Button(self.t("bot.receipt.open_with", person.locale, name=line.other), url=line.receipt_link),)
             for line in lines[:3]
             if line.receipt_link
+        )
+        buttons += tuple(
+            (Button(self.t("bot.report.button", lang, name=line.other), f"report:{line.session_id}"),)
+            for lang in (person.locale,)
+            for line in lines[:3]
+            if line.state in FINISHED_STATES
         )
         title = self.t("bot.sessions.title", person.locale)
         out.append(Reply(reach_or_fail(person), f"{title}\n{body}", buttons=buttons))

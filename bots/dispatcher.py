@@ -20,6 +20,7 @@ from bots.dialogue import Dialogue
 from bots.events import Incoming, Reply
 from bots.rate_limit import RateLimiter, Verdict
 from concierge.model import Channel
+from concierge.moderation import Moderation
 from concierge.round_trips import round_trips
 from concierge.turn_writes import TurnWrites, collecting
 from knowledge.i18n import negotiate
@@ -34,10 +35,17 @@ class Outbox(Protocol):
 
 
 class Dispatcher:
-    def __init__(self, dialogue: Dialogue, store: ConversationStore, limiter: RateLimiter) -> None:
+    def __init__(
+        self,
+        dialogue: Dialogue,
+        store: ConversationStore,
+        limiter: RateLimiter,
+        moderation: Moderation | None = None,
+    ) -> None:
         self.dialogue = dialogue
         self._store = store
         self._limiter = limiter
+        self._moderation = moderation  # None: flooding is never more than a minute's silence
         self._outboxes: dict[Channel, Outbox] = {}
         # One turn at a time per person in this process: two quick presses must not interleave
         # their reads and writes of the same conversation.
@@ -69,16 +77,23 @@ class Dispatcher:
                 self._store.queue_load(pipe, event.reach)
                 if community_key is not None:
                     pipe.get(community_key)
-                count, _, state, *remembered = await round_trips(self._store.redis).execute(pipe)
-            verdict = self._limiter.verdict(count)
+                community = f"{event.channel.value}.{event.community}" if event.community else None
+                counted = community is not None and self._limiter.count_community(pipe, community)
+                count, _, state, *rest = await round_trips(self._store.redis).execute(pipe)
+            remembered = rest[:1] if community_key is not None else []
+            verdict = self._limiter.verdict(count, rest[-2] if counted else None)
             if verdict is Verdict.ALLOW:
                 if remembered and remembered[0] is not None and event.community is None:
                     value = remembered[0]
                     event = replace(event, community=value.decode() if isinstance(value, bytes) else value)
                 replies = await self._turn(event, Conversation.from_json(state))
+        language = negotiate([event.locale]) if event.locale else "en"
         if verdict is Verdict.WARN:
-            language = negotiate([event.locale]) if event.locale else "en"
             replies = [Reply(event.reach, self.dialogue.t("bot.rate_limited", language))]
+            if self._moderation is not None:  # a minute over the limit is a strike
+                await self._moderation.strike(event.channel, event.user_id)
+        elif verdict is Verdict.COMMUNITY:
+            replies = [Reply(event.reach, self.dialogue.t("bot.community_limited", language))]
         await self.deliver(replies, event, direct)
         return replies
 

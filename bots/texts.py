@@ -18,6 +18,8 @@ from concierge.views import ExpertCard, ExpertView, PersonView, SessionLine
 from knowledge.i18n import Catalogues, moment, money
 from knowledge.taxonomy import load_taxonomy
 
+HEALTH = "health"  # its listings carry a disclaimer: help, not medical care
+
 
 def reach_or_fail(person: PersonView) -> Reach:
     if person.reach is None:
@@ -106,7 +108,7 @@ class Texts:
         status = "bot.profile.online" if expert.online else "bot.profile.offline"
         if not expert.published:
             status = "bot.profile.draft"
-        return self(
+        listing = self(
             "bot.profile.listing",
             language,
             headline=expert.headline or "—",
@@ -118,6 +120,9 @@ class Texts:
             hours=hours,
             status=self(status, language),
         )
+        if HEALTH in expert.categories:
+            listing += "\n" + self("listing.health_disclaimer", language)
+        return listing
 
     def state(self, state: State, language: str) -> str:
         return self(f"bot.state.{state.value}", language)

@@ -70,7 +70,10 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
         # The scheduler starts before the core exists (it is the service's, not the bots'):
         # booking jobs join it here; it reads its handlers afresh every round.
         concierge.bookings.register(app[SCHEDULER])
-    app[keys.DISPATCHER] = Dispatcher(dialogue, store, RateLimiter(app[REDIS], settings.messages_per_minute))
+    limiter = RateLimiter(
+        app[REDIS], settings.messages_per_minute, per_community=settings.community_messages_per_minute
+    )
+    app[keys.DISPATCHER] = Dispatcher(dialogue, store, limiter, concierge.moderation)
     try:
         yield
     finally:

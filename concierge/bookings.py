@@ -137,8 +137,9 @@ def rules_of(expert: Expert) -> Rules:
     )
 
 
-def _job_key(booking_id: str, step: str) -> str:
-    return f"booking:{booking_id}:{step}"
+def _job_key(booking: Booking, step: str) -> str:
+    # A done job's key cannot run again: a moved booking's jobs get keys of their own.
+    return f"booking:{booking.id}:{booking.reschedules}:{step}"
 
 
 class Bookings:
@@ -300,7 +301,7 @@ class Bookings:
                         "booking.confirm_by",
                         confirm_by,
                         {"booking": booking.id},
-                        key=_job_key(booking.id, "confirm_by"),
+                        key=_job_key(booking, "confirm_by"),
                     )
                 else:
                     await self._plan(db, booking)
@@ -324,35 +325,35 @@ class Bookings:
         start = _aware(booking.starts_at)
         payload = {"booking": booking.id}
         lead = timedelta(hours=self.settings.booking_payment_lead_hours)
-        await schedule(db, "booking.pay", start - lead, payload, key=_job_key(booking.id, "pay"))
+        await schedule(db, "booking.pay", start - lead, payload, key=_job_key(booking, "pay"))
         await schedule(
             db,
             "booking.pay_deadline",
             start - timedelta(minutes=self.settings.booking_pay_by_minutes),
             payload,
-            key=_job_key(booking.id, "pay_deadline"),
+            key=_job_key(booking, "pay_deadline"),
         )
         for minutes in self._reminders:
             if start - timedelta(minutes=minutes) < self._now():
                 # Booked after that reminder's time: the confirmation says it all. (A moved
                 # booking's old reminder under the same key goes too.)
-                await unschedule(db, _job_key(booking.id, f"remind:{minutes}"))
+                await unschedule(db, _job_key(booking, f"remind:{minutes}"))
                 continue
             await schedule(
                 db,
                 "booking.remind",
                 start - timedelta(minutes=minutes),
                 {**payload, "minutes": minutes, "last": minutes == min(self._reminders)},
-                key=_job_key(booking.id, f"remind:{minutes}"),
+                key=_job_key(booking, f"remind:{minutes}"),
             )
         await schedule(
-            db, "booking.attendance", start + NO_SHOW_GRACE, payload, key=_job_key(booking.id, "attendance")
+            db, "booking.attendance", start + NO_SHOW_GRACE, payload, key=_job_key(booking, "attendance")
         )
 
-    async def _unplan(self, db: AsyncSession, booking_id: str, running: str | None = None) -> None:
+    async def _unplan(self, db: AsyncSession, booking: Booking, running: str | None = None) -> None:
         """Drop the booking's jobs, except the one running now (it is marked done as it ends)."""
-        keys = [_job_key(booking_id, step) for step in ("confirm_by", "pay", "pay_deadline", "attendance")]
-        keys += [_job_key(booking_id, f"remind:{minutes}") for minutes in self._reminders]
+        keys = [_job_key(booking, step) for step in ("confirm_by", "pay", "pay_deadline", "attendance")]
+        keys += [_job_key(booking, f"remind:{minutes}") for minutes in self._reminders]
         for key in keys:
             if key != running:
                 await unschedule(db, key)
@@ -391,7 +392,7 @@ class Bookings:
                 raise BookingRefused(booking.status.value, f"this booking is {booking.status.value}")
             booking.status = BookingStatus.CONFIRMED
             booking.updated_at = self._now()
-            await unschedule(db, _job_key(booking.id, "confirm_by"))
+            await unschedule(db, _job_key(booking, "confirm_by"))
             await self._plan(db, booking)
             assert booking.session_id is not None
             await _tell(db, booking.session_id, "booking_confirmed")
@@ -464,11 +465,21 @@ class Bookings:
                     raise BookingRefused(
                         "hold_window", "the payment is already held for the old time: cancel and book again"
                     )
+                await self._unplan(db, booking)
                 booking.starts_at, booking.ends_at = at, at + (view.ends_at - view.starts_at)
                 booking.reschedules += 1
                 booking.updated_at = now
                 if session is not None:
                     session.scheduled_start, session.scheduled_end = booking.starts_at, booking.ends_at
+                if booking.status is BookingStatus.PENDING and booking.confirm_by is not None:
+                    booking.confirm_by = min(_aware(booking.confirm_by), at)
+                    await schedule(
+                        db,
+                        "booking.confirm_by",
+                        booking.confirm_by,
+                        {"booking": booking.id},
+                        key=_job_key(booking, "confirm_by"),
+                    )
                 if booking.status is BookingStatus.CONFIRMED:
                     await self._plan(db, booking)
                     await _tell(
@@ -508,7 +519,7 @@ class Bookings:
         booking.outcome = outcome
         booking.cancelled_by = by
         booking.updated_at = self._now()
-        await self._unplan(db, booking.id, running)
+        await self._unplan(db, booking, running)
         session = await db.get(Session, booking.session_id) if booking.session_id else None
         if session is not None and session.state in (State.CLAIMED, State.AWAITING_PAYMENT, State.READY):
             await self._lifecycle.advance(db, session, Event.CANCEL, {"reason": f"booking {reason}"})
@@ -537,7 +548,7 @@ class Bookings:
         booking.outcome = outcome
         booking.cancelled_by = by
         now = booking.updated_at = self._now()
-        await self._unplan(db, booking.id, running)
+        await self._unplan(db, booking, running)
         if session is not None and charged:
             start, end = _aware(booking.starts_at), _aware(booking.ends_at)
             began = min(start, now)

@@ -217,6 +217,9 @@ class Settings(BaseSettings):
     conversation_ttl_hours: int = Field(default=24, ge=1, le=24 * 30)
     max_message_chars: int = Field(default=1000, ge=50, le=4000)
     messages_per_minute: int = Field(default=20, ge=1, le=10_000)
+    community_messages_per_minute: int = Field(default=300, ge=1, le=1_000_000)
+    mute_strikes: int = Field(default=3, ge=1, le=100)
+    mute_minutes: int = Field(default=60, ge=1, le=60 * 24 * 365)
     ice_servers: Annotated[str, AfterValidator(_check_ice_servers)] = ""
     turn_secret: SecretStr | None = None
     media_addresses: Annotated[str, AfterValidator(_check_addresses)] = ""

@@ -13,21 +13,23 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from concierge.contact_flags import hide
 from concierge.errors import DomainError, NotFound
 from concierge.lifecycle import State
 from concierge.model import (
     Expert,
-    LifecycleEvent,
     MoneyBackRequest,
     MoneyBackStatus,
     Notice,
     Payment,
     PaymentKind,
-    Room,
+    Person,
     Session,
+    new_id,
     utcnow,
 )
 from concierge.payments import Cashier
+from concierge.session_facts import session_facts
 
 MAX_REASON_CHARS = 1000
 
@@ -79,6 +81,7 @@ class MoneyBack:
             if session.customer_id != customer_id:
                 raise MoneyBackRefused("not_yours")
             refundable = await _refundable(db, session_id)
+            locale = await db.scalar(select(Person.locale).where(Person.id == customer_id)) or "en"
         if session.state not in (State.SETTLED, State.REFUNDED) or refundable is None or refundable[0] <= 0:
             raise MoneyBackRefused("nothing_to_refund")
         assert session.ended_at is not None
@@ -86,6 +89,7 @@ class MoneyBack:
         if self._now() > session.ended_at.replace(tzinfo=UTC) + window:
             raise MoneyBackRefused("too_late")
         request = MoneyBackRequest(
+            id=new_id("mbr"),
             session_id=session_id,
             customer_id=customer_id,
             reason=reason,
@@ -95,6 +99,8 @@ class MoneyBack:
         )
         try:
             async with self._sessions.begin() as db:
+                # The expert reads the reason: no way around the platform in it.
+                request.reason = hide(db, customer_id, "moneyback", request.id, reason, locale)
                 db.add(request)
         except IntegrityError:
             raise MoneyBackRefused("already_asked") from None
@@ -221,49 +227,14 @@ class MoneyBack:
         and connection events, the recording if there is one, and the money."""
         request = await self.view(request_id)
         async with self._sessions() as db:
-            session = await db.get(Session, request.session_id)
-            assert session is not None
-            events = list(
-                await db.scalars(
-                    select(LifecycleEvent)
-                    .where(LifecycleEvent.session_id == session.id)
-                    .order_by(LifecycleEvent.at, LifecycleEvent.id)
-                )
-            )
-            room = await db.scalar(select(Room).where(Room.session_id == session.id))
-            payments = list(await db.scalars(select(Payment).where(Payment.session_id == session.id)))
+            facts = await session_facts(db, request.session_id)
         return {
             "request": request.id,
             "status": request.status.value,
             "reason": request.reason,
             "refundable": request.amount,
             "currency": request.currency,
-            "session": {
-                "id": session.id,
-                "state": session.state.value,
-                "started_at": session.started_at.isoformat() if session.started_at else None,
-                "ended_at": session.ended_at.isoformat() if session.ended_at else None,
-                "billed_seconds": session.billed_seconds,
-                "recorded": session.recorded,
-            },
-            "events": [
-                {"at": e.at.isoformat(), "event": e.event, "to": e.to_state.value, "detail": e.detail}
-                for e in events
-            ],
-            "room": None
-            if room is None
-            else {
-                "id": room.id,
-                "state": room.state.value,
-                "billed_seconds": room.billed_seconds,
-                "end_reason": room.end_reason.value if room.end_reason else None,
-                "recording": room.recording,
-            },
-            "payments": [
-                {"kind": p.kind.value, "status": p.status.value, "amount": p.amount, "fee": p.fee}
-                for p in payments
-                if p.kind is not PaymentKind.AUTHORISATION or p.status.value != "pending"
-            ],
+            **facts,
         }
 
 

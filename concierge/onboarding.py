@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from concierge.catalogue import Bio, Categories, Headline, Hours, Languages, PricingLine, Skills, TimeZoneName
+from concierge.contact_flags import hide
 from concierge.errors import DomainError, NotFound
 from concierge.invites import redeem_invite
 from concierge.model import Expert, Person, new_id
@@ -107,6 +108,21 @@ async def update_listing(
         if expert is None:
             raise NotFound("expert", expert_id)
         values = checked.model_dump(exclude_none=True)
+        # What customers read of a listing carries no way around the platform.
+        words = {"headline", "bio", "skills"} & set(values)
+        if words:
+            owner = await db.get(Person, expert.person_id)
+            language = owner.locale if owner is not None else "en"
+            for field in ("headline", "bio"):
+                if field in values:
+                    values[field] = hide(
+                        db, expert.person_id, f"listing.{field}", expert.id, values[field], language
+                    )
+            if "skills" in values:
+                values["skills"] = [
+                    hide(db, expert.person_id, "listing.skills", expert.id, skill, language)
+                    for skill in values["skills"]
+                ]
         if "pricing" in values:
             p = checked.pricing
             assert p is not None

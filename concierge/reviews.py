@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from concierge.contact_flags import hide
 from concierge.errors import DomainError, NotFound
 from concierge.lifecycle import FINISHED_STATES
 from concierge.model import Expert, Person, Review, Session, utcnow
@@ -100,6 +101,7 @@ class Reviews:
         if not text or len(text) > MAX_REVIEW_CHARS:
             raise ReviewRefused("text_length")
         async with self._sessions.begin() as db:
+            text = hide(db, author_id, "review", review_id, text, await _locale(db, author_id))
             result = await db.execute(
                 update(Review)
                 .where(Review.id == review_id, Review.author_id == author_id, Review.text.is_(None))
@@ -114,6 +116,7 @@ class Reviews:
         if not text or len(text) > MAX_REVIEW_CHARS:
             raise ReviewRefused("text_length")
         async with self._sessions.begin() as db:
+            text = hide(db, subject_id, "review.reply", review_id, text, await _locale(db, subject_id))
             result = await db.execute(
                 update(Review)
                 .where(
@@ -175,6 +178,10 @@ class Reviews:
             ReviewLine(r.id, name, r.stars, r.text, r.published_at, r.reply_text)  # type: ignore[arg-type]
             for r, name in rows
         ]
+
+
+async def _locale(db: AsyncSession, person_id: str) -> str:
+    return await db.scalar(select(Person.locale).where(Person.id == person_id)) or "en"
 
 
 async def _other_party(db: AsyncSession, session: Session, author_id: str) -> str:

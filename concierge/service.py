@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from billing.invoice import InvoiceProvider
 from billing.quotes import commission_percent
-from concierge import onboarding, people, turn_writes
+from concierge import contact_flags, onboarding, people, turn_writes
 from concierge.blocks import Blocks
 from concierge.booking_desk import BookingDesk
 from concierge.bookings import Bookings
@@ -46,12 +46,14 @@ from concierge.model import (
     Session,
     utcnow,
 )
+from concierge.moderation import Moderation
 from concierge.money_back import MoneyBack
 from concierge.payments import Cashier, HandOff, PaymentRefused, session_quote
 from concierge.pricing import Pricing, PricingMode
 from concierge.reach import Reach, reach_of, remember
 from concierge.receipts import ReceiptLinks
 from concierge.redis_keys import entity_key
+from concierge.reports import Reports
 from concierge.reviews import Rated, Reviews
 from concierge.rooms import SessionRooms
 from concierge.transitions import Lifecycle
@@ -103,6 +105,10 @@ class Concierge:
         self.reviews = Reviews(sessions, clock=clock)
         self.money_back = MoneyBack(sessions, self.cashier, clock=clock)
         self.blocks = Blocks(sessions)
+        self.reports = Reports(sessions, clock=clock)
+        self.moderation = Moderation(
+            sessions, redis, strikes=settings.mute_strikes, minutes=settings.mute_minutes, clock=clock
+        )
         self._sessions = sessions
         self._reads = read_sessions(sessions)
         self._redis = redis
@@ -147,6 +153,7 @@ class Concierge:
         return replace(self._view(person, expert, reach), in_blocks=in_blocks)
 
     def _view(self, person: Person, expert: Expert | None, reach: Reach | None) -> PersonView:
+        muted = person.muted_until.replace(tzinfo=UTC) if person.muted_until is not None else None
         return PersonView(
             id=person.id,
             name=person.display_name,
@@ -155,6 +162,8 @@ class Concierge:
             gate=people.age_gate(person, self._now().date()),
             reach=reach,
             expert=_expert_view(expert) if expert is not None else None,
+            muted_until=muted if muted is not None and muted > self._now() else None,
+            muted_reason=person.muted_reason,
         )
 
     async def person(self, person_id: str, *, reach: Reach | None = None) -> PersonView:
@@ -163,7 +172,7 @@ class Concierge:
             raise NotFound("person", person_id)
         view = views[person_id]
         if reach is not None and view.reach != reach:
-            view = PersonView(view.id, view.name, view.locale, view.time_zone, view.gate, reach, view.expert)
+            view = replace(view, reach=reach)
         return view
 
     async def _people(self, person_ids: Collection[str]) -> dict[str, PersonView]:
@@ -197,6 +206,9 @@ class Concierge:
 
     async def state_birth_date(self, person_id: str, born: date) -> people.AgeGate:
         return await people.state_birth_date(self._sessions, person_id, born, self._now().date())
+
+    async def change_birth_date(self, person_id: str, born: date) -> people.BirthDateChange:
+        return await people.change_birth_date(self._sessions, person_id, born, self._now().date())
 
     async def set_locale(self, person_id: str, language: str) -> None:
         check_language(language)
@@ -245,15 +257,20 @@ class Concierge:
             if adopt_language and written_in in LANGUAGES and written_in != customer.locale
             else None
         )
+        # Experts read the request in their notification: no way around the platform in it.
+        shown = contact_flags.hidden(text, adopted or customer.locale)
         request = await self.lifecycle.open_request(
             customer.id,
-            text,
+            shown.text,
             customer_locale=adopted,
             language=written_in,
             category=understanding.category.category if understanding.category else None,
             wanted_at=understanding.when,
             community_id=scope.community_id if scope else None,
         )
+        if shown.hits:
+            async with self._sessions.begin() as db:
+                contact_flags.hide(db, customer.id, "request", request.id, text, adopted or customer.locale)
         return await self._propose(customer, request.id, result, query, new=True)
 
     async def widen(self, customer: PersonView, request_id: str) -> AskOutcome:
@@ -803,6 +820,7 @@ class Concierge:
                     available_now=available,
                     next_free=None if available else next_opening(listing.hours, listing.timezone, wanted),
                     reasons=_top_reasons(ranked.reasons),
+                    categories=tuple(listing.categories),
                 )
             )
         return cards

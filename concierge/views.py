@@ -46,6 +46,8 @@ class PersonView:
     # False only where the lookup that made the view found no block either way: a request
     # then needs no lookup of its own for experts it must not be matched with.
     in_blocks: bool = True
+    muted_until: datetime | None = None  # muted until then
+    muted_reason: str | None = None  # flooding, abuse, operator
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,7 @@ class ExpertCard:
     available_now: bool
     next_free: datetime | None
     reasons: tuple[str, ...]  # the strongest ranking factors, best first
+    categories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

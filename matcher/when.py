@@ -247,7 +247,13 @@ def _absolute_date(text: str, language: str, now: datetime) -> date | None:
             return None
     for phrase, value in found or []:
         has_day = re.search(r"\d", phrase) and not re.fullmatch(r"\s*\d{1,4}\s*", phrase)
-        if has_day and value.date() != now.date():
+        # More digits than a written date has is a phone or order number; and nobody books
+        # help more than a year ahead.
+        too_many_digits = any(
+            sum(c.isdigit() for c in run) > 8 for run in re.findall(r"[\d\s().+-]+", phrase)
+        )
+        too_far = value.date() > now.date() + timedelta(days=366)
+        if has_day and value.date() != now.date() and not too_many_digits and not too_far:
             return date(value.year, value.month, value.day)
     return None
 

@@ -471,3 +471,18 @@ async def test_several_schedulers_racing_for_due_reminders_send_each_once(desk: 
             select(func.count()).select_from(ScheduledJob).where(ScheduledJob.last_error.is_not(None))
         )
     assert failed == 0
+
+
+async def test_a_booking_moved_after_its_first_reminder_is_reminded_again_for_the_new_time(
+    desk: Desk,
+) -> None:
+    expert = await desk.expert("Tomás")  # flexible: free to move until an hour before
+    start, moved_to = paris(5, 10), paris(6, 16)
+    customer_id, booking_id = await desk.book(expert, start)
+    await desk.at(start - timedelta(hours=24))
+    await desk.bookings.reschedule(customer_id, booking_id, moved_to)
+    await desk.at(start - timedelta(minutes=10))  # the old time's last reminder: not sent
+    await desk.at(moved_to - timedelta(hours=24))
+    reminders = [n for n in await desk.notices(booking_id) if n.startswith("reminder")]
+    assert reminders == [f"reminder:1440:{start.isoformat()}", f"reminder:1440:{moved_to.isoformat()}"]
+    assert "booking_moved:1" in await desk.notices(booking_id)

@@ -68,6 +68,9 @@ def test_times_in_every_supported_language(language: str, text: str, expected: s
         ("en", "I have 15 minutes of questions"),
         ("es", "mi bici hace ruido"),
         ("zh", "我的电脑坏了"),
+        # Phone numbers are not dates (dateparser reads "7700 900123" as a year 18 years on).
+        ("en", "My wifi router keeps dropping, call me on +44 7700 900123"),
+        ("fr", "mon routeur ne marche plus, appelez le 06 12 34 56 78"),
     ],
 )
 def test_no_time_means_now(language: str, text: str) -> None:

@@ -190,3 +190,28 @@ async def test_the_charts_count_what_was_seeded(
         assert '<th scope="row">5★</th><td>1</td>' in ratings
         for bad in ({"days": "8"}, {"days": "x"}, {"until": "2999-01-01"}, {"until": "yesterday"}):
             assert (await client.get("/ops/charts", params=bad)).status == 400
+
+
+@sqlite_only
+async def test_reports_from_the_chat_are_listed_and_searchable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    from concierge.reports import Reports
+
+    async with console(monkeypatch, tmp_path, database_url, redis_url) as client:
+        await add_operator(client)
+        seeder = Seeder(sessions_of(client))
+        session_id, customer_id, _ = await seeder.settled(utcnow() - timedelta(hours=1))
+        report = await Reports(sessions_of(client)).file(
+            session_id, customer_id, "He asked me to <pay> him outside the platform"
+        )
+        assert (await client.get("/ops/lists/reports")).status in (302, 303, 401)  # not logged in
+        await log_in(client)
+        page = await (await client.get("/ops/lists/reports", params={"q": "outside the platform"})).text()
+        assert report.id in page
+        assert "&lt;pay&gt;" in page  # escaped
+        assert "<pay>" not in page
+        assert (
+            "0 found"
+            in await (await client.get("/ops/lists/reports", params={"q": "nothing like it"})).text()
+        )

@@ -5,6 +5,7 @@ from concierge.cli import match as _match  # noqa: F401 - registers `concierge m
 from concierge.cli import money as _money  # noqa: F401 - registers `concierge ledger` and `payments`
 from concierge.cli import operators as _operators  # noqa: F401 - registers `concierge operators`
 from concierge.cli import rooms as _rooms  # noqa: F401 - registers `concierge rooms`
+from concierge.cli import safety as _safety  # noqa: F401 - registers `concierge flags`, `reports`, `people`
 from concierge.cli.commands import main
 
 __all__ = ["main"]

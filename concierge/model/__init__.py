@@ -1,15 +1,18 @@
 """The typed domain model, mapped to tables; one module per noun."""
 
 from concierge.model.base import Base, new_id, utcnow
+from concierge.model.birth_date_review import BirthDateReview, ReviewStatus
 from concierge.model.block import Block
 from concierge.model.booking import Booking, BookingStatus, CancellationPolicy, Outcome
 from concierge.model.business import Business, Community, InviteCode, RosterScope
+from concierge.model.contact_flag import ContactFlag
 from concierge.model.expert import Expert
 from concierge.model.job import ScheduledJob
 from concierge.model.money_back import MoneyBackRequest, MoneyBackStatus
 from concierge.model.operator import Operator, RecordingAccess
 from concierge.model.payment import LedgerEntry, Notice, Payment, PaymentKind, PaymentStatus, WebhookEvent
 from concierge.model.person import Channel, ChannelIdentity, Person
+from concierge.model.report import Report, ReportStatus
 from concierge.model.request import HelpRequest, Offer, OfferStatus
 from concierge.model.review import Review
 from concierge.model.room import Room
@@ -17,6 +20,7 @@ from concierge.model.session import LifecycleEvent, Session
 
 __all__ = [
     "Base",
+    "BirthDateReview",
     "Block",
     "Booking",
     "BookingStatus",
@@ -25,6 +29,7 @@ __all__ = [
     "Channel",
     "ChannelIdentity",
     "Community",
+    "ContactFlag",
     "Expert",
     "HelpRequest",
     "InviteCode",
@@ -42,7 +47,10 @@ __all__ = [
     "PaymentStatus",
     "Person",
     "RecordingAccess",
+    "Report",
+    "ReportStatus",
     "Review",
+    "ReviewStatus",
     "Room",
     "RosterScope",
     "ScheduledJob",

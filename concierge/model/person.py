@@ -28,6 +28,9 @@ class Person(Base):
     birth_date: Mapped[date | None] = mapped_column(default=None)
     # Set instead of a birth date for someone under 13: all that is kept to refuse them again.
     refused_until: Mapped[date | None] = mapped_column(default=None)
+    # Muted (flooding, abuse, an operator): their messages are ignored until then.
+    muted_until: Mapped[datetime | None] = mapped_column(default=None)
+    muted_reason: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     def age_on(self, day: date) -> int | None:

@@ -25,6 +25,7 @@ from concierge.model import (
     Payment,
     Person,
     RecordingAccess,
+    Report,
     Room,
     Session,
 )
@@ -171,6 +172,34 @@ async def read_disputes(db: AsyncSession, search: str, offset: int, limit: int) 
     ]
 
 
+async def read_reports(db: AsyncSession, search: str, offset: int, limit: int) -> Rows:
+    query = select(Report).order_by(Report.created_at.desc(), Report.id)
+    if search:
+        query = query.where(
+            or_(
+                contains(Report.id, search),
+                contains(Report.session_id, search),
+                contains(Report.reported_id, search),
+                contains(Report.status, search),
+                contains(Report.reason, search),
+            )
+        )
+    total, rows = await page_of(db, query, offset, limit)
+    return total, [
+        (
+            r.id,
+            session_link(r.session_id),
+            r.status.value,
+            r.reporter_id,
+            r.reported_id,
+            r.reason[:160],
+            when(r.created_at),
+            r.note or "",
+        )
+        for (r,) in rows
+    ]
+
+
 async def read_recordings(db: AsyncSession, search: str, offset: int, limit: int) -> Rows:
     accesses = (
         select(func.count(RecordingAccess.id))
@@ -269,6 +298,13 @@ def default_lists() -> ListRegistry:
             ("Request", "Session", "Status", "Asked", "Granted", "Reason", "Created", "Decided by"),
             read_disputes,
             "id, session, status (escalated…), reason",
+        ),
+        ListView(
+            "reports",
+            "Reports",
+            ("Report", "Session", "Status", "By", "About", "Reason", "Created", "Operator's note"),
+            read_reports,
+            "id, session, reported person, status (open…), reason",
         ),
         ListView(
             "recordings",
