@@ -2,7 +2,14 @@
 
 from concierge.model.base import Base, new_id, utcnow
 from concierge.model.block import Block
-from concierge.model.business import Business, Community, InviteCode, RosterScope
+from concierge.model.business import (
+    Business,
+    BusinessAdmin,
+    BusinessAlert,
+    Community,
+    InviteCode,
+    RosterScope,
+)
 from concierge.model.expert import Expert
 from concierge.model.money_back import MoneyBackRequest, MoneyBackStatus
 from concierge.model.payment import LedgerEntry, Notice, Payment, PaymentKind, PaymentStatus, WebhookEvent
@@ -16,6 +23,8 @@ __all__ = [
     "Base",
     "Block",
     "Business",
+    "BusinessAdmin",
+    "BusinessAlert",
     "Channel",
     "ChannelIdentity",
     "Community",
