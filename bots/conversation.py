@@ -19,7 +19,7 @@ from concierge.redis_keys import entity_key
 
 @dataclass(slots=True)
 class Conversation:
-    step: str = "idle"  # idle | birth_date | setup:<field> | price_amount
+    step: str = "idle"  # idle | birth_date | setup:<field> | price_amount | biz:<field>
     pending_text: str | None = None  # a request waiting for the age question
     pending_code: str | None = None  # an invitation code waiting for the age question
     request_id: str | None = None  # the customer's open request
@@ -27,6 +27,7 @@ class Conversation:
     categories: list[str] = field(default_factory=list)  # categories ticked so far
     price_mode: str | None = None
     language_fixed: bool = False  # chosen with /lang: detection no longer overrides it
+    business_id: str | None = None  # the business an admin is managing (/setup, /roster, /budget)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
