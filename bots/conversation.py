@@ -22,6 +22,7 @@ class Conversation:
     step: str = "idle"  # idle | birth_date | setup:<field> | price_amount | biz:<field>
     pending_text: str | None = None  # a request waiting for the age question
     pending_code: str | None = None  # an invitation code waiting for the age question
+    pending_community: str | None = None  # where the waiting request was asked (group, guild, widget)
     request_id: str | None = None  # the customer's open request
     setup: bool = False  # walking through the listing setup (vs. editing one field)
     categories: list[str] = field(default_factory=list)  # categories ticked so far

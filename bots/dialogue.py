@@ -152,6 +152,9 @@ class Dialogue:
     ) -> None:
         if person.gate is AgeGate.UNKNOWN:
             conv.pending_text = text
+            # The answer may come elsewhere (a Discord DM after /ask in a guild): the request
+            # still belongs to the community it was asked in.
+            conv.pending_community = event.community
             conv.step = "birth_date"
             out.append(self.t.say(person, "bot.age.ask"))
             return
@@ -894,6 +897,9 @@ class Dialogue:
         if pending_code is not None:
             await self._become_expert(person, conv, pending_code, out)
         elif pending_text is not None:
+            if event.community is None and conv.pending_community is not None:
+                event = replace(event, community=conv.pending_community)
+            conv.pending_community = None
             await self._ask(event, person, conv, out, pending_text)
         else:
             out.append(self.t.say(person, "bot.ask.prompt"))
