@@ -18,7 +18,7 @@ from concierge.business_admins import BusinessAdmins, BusinessView
 from concierge.business_reports import MonthlyReport, ReportDue, parse_month, report_rows
 from concierge.errors import DomainError
 from concierge.invites import display_code
-from concierge.model import Channel, RosterScope
+from concierge.model import RosterScope
 from concierge.service import Concierge
 from concierge.sponsorship import Budget, BudgetAlert
 from concierge.views import PersonView
@@ -45,7 +45,7 @@ class BusinessMenu:
         self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
     ) -> bool:
         """/setup in a private chat (the widget is one): True when it was a business admin's."""
-        if event.community is not None and event.channel is not Channel.WEB:
+        if event.in_group:
             return False  # in a group or guild: linking it, the dialogue's job
         _, code = event.command
         if code:

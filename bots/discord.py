@@ -195,6 +195,7 @@ class DiscordChannel:
             locale=str(interaction.locale) if interaction.locale else None,
             community=str(guild) if guild is not None else None,
             is_admin=guild is not None and interaction.permissions.manage_guild,
+            in_group=guild is not None,
         )
 
     # ------------------------------------------------------------------ outgoing

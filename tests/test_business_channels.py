@@ -5,18 +5,20 @@ roster (or its roster first), and a sponsored paid session whose budget runs out
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from concierge.business_admins import BusinessAdmins
 from concierge.businesses import create_business, create_widget_key
 from concierge.lifecycle import State
-from concierge.model import Expert, LedgerEntry, Offer, RosterScope, Session
+from concierge.model import Business, BusinessAdmin, Expert, LedgerEntry, Offer, RosterScope, Session
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.telegram_server import FakeTelegram
-from tests.harness import WebUser, app_sessions, button, link_button, refresh_matcher
+from tests.harness import WebUser, app_sessions, button, dispatcher_of, link_button, refresh_matcher
 from tests.test_businesses import admin_of, reply
 from tests.test_channels_e2e import GUILD, GUILD_CHANNEL, REQUEST, channels, dc_button
 from tests.test_paid_flow import ENGLISH, JOIN, RATE, call, per_minute_expert, service
@@ -150,3 +152,43 @@ async def test_a_sponsored_session_outlasting_its_budget_is_paid_by_the_business
         assert sum("is used up this month" in m["text"] for m in admin.messages) == 1
         for user in (admin, customer, other, expert):
             await user.close()
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+async def test_a_telegram_admin_joins_in_private_and_gets_last_months_report_once(
+    channels: tuple[Any, FakeTelegram, FakeDiscord],
+) -> None:
+    client, telegram, _ = channels
+    sessions = app_sessions(client)
+    shop = await create_business(sessions, "Home Help Ltd")
+    admin_code = await BusinessAdmins(sessions).admin_code(shop.id)
+    async with sessions.begin() as db:  # the business existed last month
+        business = await db.get(Business, shop.id)
+        assert business is not None
+        business.created_at = datetime.now(UTC) - timedelta(days=40)
+    group = telegram.group(-1001234567890, "Neighbours")
+    ada = telegram.user(4002, "Ada", language_code="fr")
+    telegram.set_admin(group["id"], ada["id"])
+    await telegram.add_member(group, telegram.bot_user, by=ada)
+
+    # An admin code said in the group makes nobody an admin (others read the group).
+    await telegram.send_text(ada, f"/setup {admin_code}", chat=group)
+    await telegram.wait_for(lambda m: m["chat"]["id"] == group["id"] and "setup" in m["text"])
+    async with sessions() as db:
+        assert list(await db.scalars(select(BusinessAdmin.person_id))) == []
+
+    await telegram.send_text(ada, f"/setup {admin_code}")
+    await telegram.wait_for(
+        lambda m: m["chat"]["id"] == 4002 and "administrateur de Home Help Ltd" in m["text"]
+    )
+    await dispatcher_of(client).tick(serve_line=True)
+    now = datetime.now(UTC)
+    last = f"{now.year - 1}-12" if now.month == 1 else f"{now.year}-{now.month - 1:02d}"
+    report = await telegram.wait_for(lambda m: m["chat"]["id"] == 4002 and f"rapport de {last}" in m["text"])
+    assert "Séances : 0" in report["text"] or "Séances: 0" in report["text"]
+    url = report["reply_markup"]["inline_keyboard"][0][0]["url"]
+    assert url.endswith(f"/report?month={last}")
+    await dispatcher_of(client).tick(serve_line=True)
+    await asyncio.sleep(0.5)
+    reports = [m for m in telegram.messages_to(4002) if "rapport de" in m["text"]]
+    assert len(reports) == 1
