@@ -141,6 +141,11 @@ class BusinessMenu:
         elif action == "biz_code":
             code = await self._admins.new_setup_code(person.id, business.id)
             out.append(self.t.say(person, "bot.business.code", code=code))
+        elif action == "biz_widget":
+            key = await self._admins.new_widget_key(person.id, business.id)
+            base = self.concierge.settings.base_url
+            snippet = f'<script src="{base}/chat/assets/widget.js" data-key="{key}" async></script>'
+            out.append(self.t.say(person, "bot.business.widget", snippet=snippet))
         elif action == "biz_communities":
             await self._communities(person, business, out)
         elif action == "biz_unlink":
@@ -249,7 +254,7 @@ class BusinessMenu:
             (b("name", "biz_set:name"), b("greeting", "biz_set:greeting")),
             (b("colour", "biz_set:colour"), b("logo", "biz_set:logo")),
             (other_scope, sponsor, b("budget", "biz_set:budget")),
-            (b("code", "biz_code:"), b("communities", "biz_communities:")),
+            (b("code", "biz_code:"), b("widget", "biz_widget:"), b("communities", "biz_communities:")),
             (b("roster", "biz_roster:"), b("spend", "biz_budget:"), b("report", "biz_report:")),
         )
         return Reply(reach_or_fail(person), text, rows, ref=f"business:{business.id}", edit=edit)

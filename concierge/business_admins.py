@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from concierge.businesses import create_widget_key
 from concierge.errors import DomainError, NotFound
 from concierge.invites import create_invite, generate_code, normalise_code
 from concierge.model import (
@@ -252,6 +253,12 @@ class BusinessAdmins:
             business = await self._check(db, person_id, business_id)
             business.setup_code = generate_code()
             return business.setup_code
+
+    async def new_widget_key(self, person_id: str, business_id: str) -> str:
+        """A key for the web widget on one more of the business's sites."""
+        async with self._sessions() as db:
+            await self._check(db, person_id, business_id)
+        return await create_widget_key(self._sessions, business_id)
 
     async def communities(self, person_id: str, business_id: str) -> list[LinkedCommunity]:
         async with self._sessions() as db:

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from concierge.business_admins import BusinessAdmins
-from concierge.businesses import create_business, create_widget_key
+from concierge.businesses import create_business
 from concierge.model import Business, BusinessAdmin, Expert, InviteCode, RosterScope
 from tests.harness import WebUser, app_sessions, button, link_button, running_service
 from tests.test_web_chat import networking_experts
@@ -122,7 +122,8 @@ async def test_an_admin_sets_up_the_business_and_bad_values_change_nothing(servi
     old_code = saved.setup_code
     coded = await reply(admin, "New setup code", press="biz_code:")
     assert old_code not in coded["text"]
-    key = await create_widget_key(app_sessions(service), shop.id)
+    snippet = await reply(admin, "Put this on your website", press=button(menu, "Website widget"))
+    key = snippet["text"].split('data-key="', 1)[1].split('"', 1)[0]
     linked = await reply(admin, "1 linked community", press="biz_communities:")
     assert "Website widget" in linked["text"]
 
