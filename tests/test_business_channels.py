@@ -78,6 +78,16 @@ async def test_a_roster_only_guild_reaches_only_its_roster_and_roster_first_fall
     cards = await discord_server.wait_for(lambda m: "I found 2 experts" in m.get("content", ""))
     assert cards["content"].index("Expert 2") < cards["content"].index("Expert 1")  # its own first
 
+    # The server owner becomes an admin by DM, then uses the admins' slash commands there.
+    admin_code = await BusinessAdmins(app_sessions(client)).admin_code(shop.id)
+    await discord_server.dm(owner, f"/setup {admin_code}")
+    await discord_server.wait_for(lambda m: "You are now an admin of Home Help Ltd" in m.get("content", ""))
+    budget = await discord_server.slash(owner, "budget")
+    answer = (await discord_server.response_to(budget))["data"]["content"]
+    assert "Home Help Ltd does not pay for sessions" in answer
+    report = await discord_server.slash(owner, "report", {"month": "2026-02"})
+    assert "report for 2026-02" in (await discord_server.response_to(report))["data"]["content"]
+
 
 async def test_a_sponsored_session_outlasting_its_budget_is_paid_by_the_business_and_the_next_customer_told(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str, use_embedder: Any, detector: Any
