@@ -340,10 +340,12 @@ class BusinessMenu:
         lang = person.locale
         rows = report_rows(report, lang, self.t.catalogues)
         lines = [self.t("business.report.title", lang, business=report.business, month=report.label)]
-        lines += [f"{label}: {value}" for label, value in rows]
+        lines += [self.t("bot.report.line", lang, label=label, value=value) for label, value in rows]
         if report.top_experts:
             top = ", ".join(f"{name} ({n})" for name, n in report.top_experts)
-            lines.append(self.t("business.report.top", lang) + ": " + top)
+            lines.append(
+                self.t("bot.report.line", lang, label=self.t("business.report.top", lang), value=top)
+            )
         url = self.concierge.business_reports.links.url(report.business_id, lang, report.year, report.month)
         button = Button(self.t("bot.report.open", lang), url=url)
         return Reply(reach_or_fail(person), "\n".join(lines), ((button,),))
