@@ -114,10 +114,22 @@ class Sponsorship:
         (a row per business, month and kind: a second claim fails on the primary key)."""
         month = month_label(self._clock())
         async with self._sessions() as db:
+            # A business told this month that its budget ran out has nothing more to be told.
+            told_spent = (
+                select(BusinessAlert.kind)
+                .where(
+                    BusinessAlert.business_id == Business.id,
+                    BusinessAlert.month == month,
+                    BusinessAlert.kind == "budget_spent",
+                )
+                .exists()
+            )
             sponsoring = list(
                 await db.scalars(
                     select(Business).where(
-                        Business.sponsors_sessions.is_(True), Business.sponsorship_budget_amount.is_not(None)
+                        Business.sponsors_sessions.is_(True),
+                        Business.sponsorship_budget_amount.is_not(None),
+                        ~told_spent,
                     )
                 )
             )
