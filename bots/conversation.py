@@ -19,14 +19,16 @@ from concierge.redis_keys import entity_key
 
 @dataclass(slots=True)
 class Conversation:
-    step: str = "idle"  # idle | birth_date | setup:<field> | price_amount
+    step: str = "idle"  # idle | birth_date | setup:<field> | price_amount | biz:<field>
     pending_text: str | None = None  # a request waiting for the age question
     pending_code: str | None = None  # an invitation code waiting for the age question
+    pending_community: str | None = None  # where the waiting request was asked (group, guild, widget)
     request_id: str | None = None  # the customer's open request
     setup: bool = False  # walking through the listing setup (vs. editing one field)
     categories: list[str] = field(default_factory=list)  # categories ticked so far
     price_mode: str | None = None
     language_fixed: bool = False  # chosen with /lang: detection no longer overrides it
+    business_id: str | None = None  # the business an admin is managing (/setup, /roster, /budget)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from bots import booking_talk
 from bots.booking_talk import BookingTalk
+from bots.business_menu import BusinessMenu
 from bots.conversation import Conversation
 from bots.events import Button, Incoming, Kind, Reply
 from bots.listing_setup import ListingSetup
@@ -64,6 +65,7 @@ class Dialogue:
         self.max_chars = max_chars
         self.setup = ListingSetup(concierge, texts)
         self.booking = BookingTalk(concierge, texts)
+        self.business = BusinessMenu(concierge, texts)
         self._commands: dict[str, Handler] = {
             "start": self._start,
             "help": self._help,
@@ -84,6 +86,9 @@ class Dialogue:
             "setup": self._setup_community,
             "edit": self.setup.edit_command,
             "publish": self.setup.publish_command,
+            "roster": self.business.roster_command,
+            "budget": self.business.budget_command,
+            "report": self.business.report_command,
         }
 
     # ------------------------------------------------------------------ entry points
@@ -153,6 +158,8 @@ class Dialogue:
             return
         if conv.step == "birth_date":
             await self._birth_date(event, person, conv, out, text)
+        elif conv.step.startswith("biz:"):
+            await self.business.answer(person, conv, text, out)
         elif conv.step.startswith("setup:") or conv.step == "price_amount":
             await self.setup.answer(person, conv, text, out)
         elif conv.step.startswith(("review:", "reply:")):
@@ -171,6 +178,9 @@ class Dialogue:
     ) -> None:
         if person.gate is AgeGate.UNKNOWN:
             conv.pending_text = text
+            # The answer may come elsewhere (a Discord DM after /ask in a guild): the request
+            # still belongs to the community it was asked in.
+            conv.pending_community = event.community
             conv.step = "birth_date"
             out.append(self.t.say(person, "bot.age.ask"))
             return
@@ -178,6 +188,10 @@ class Dialogue:
             out.append(self.t.say(person, "bot.ask.already_open"))
             return
         community = (event.channel, event.community) if event.community else None
+        if community is not None:
+            used_up = await self.concierge.sponsorship.exhausted_in(*community)
+            if used_up is not None:  # told before anyone accepts, not at the payment link
+                out.append(self.t.say(person, "bot.sponsor.exhausted", business=used_up.business))
         outcome = await self.concierge.ask(
             person, text, community=community, adopt_language=not conv.language_fixed
         )
@@ -280,6 +294,8 @@ class Dialogue:
         elif action == "reply":
             conv.step = f"reply:{rest}"
             out.append(self.t.say(person, "bot.reviews.reply_ask"))
+        elif action.startswith("biz_"):
+            await self.business.press(action, rest, person, conv, out)
         else:
             await self.setup.press(action, rest, person, conv, out)
 
@@ -764,7 +780,15 @@ class Dialogue:
         _, payload = event.command
         if event.locale is None and not conv.language_fixed and person.gate is AgeGate.UNKNOWN:
             out.append(self._language_menu(person))
-        out.append(self.t.say(person, "bot.welcome", name=person.name or "👋"))
+        brand = None
+        if event.community is not None:
+            brand = await self.concierge.businesses.brand_in(event.channel, event.community)
+        if brand is not None and brand.greeting:
+            out.append(
+                self.t.say(person, "bot.business.greeting", business=brand.name, greeting=brand.greeting)
+            )
+        else:
+            out.append(self.t.say(person, "bot.welcome", name=person.name or "👋"))
         if payload.startswith("ask_"):
             out.append(self.t.say(person, "bot.ask.prompt"))
 
@@ -947,6 +971,8 @@ class Dialogue:
     async def _setup_community(
         self, event: Incoming, person: PersonView, conv: Conversation, out: list[Reply]
     ) -> None:
+        if await self.business.setup_command(event, person, conv, out):
+            return
         _, code = event.command
         if event.community is None:
             out.append(self.t.say(person, "bot.community.where"))
@@ -978,6 +1004,9 @@ class Dialogue:
         if pending_code is not None:
             await self._become_expert(person, conv, pending_code, out)
         elif pending_text is not None:
+            if event.community is None and conv.pending_community is not None:
+                event = replace(event, community=conv.pending_community)
+            conv.pending_community = None
             await self._ask(event, person, conv, out, pending_text)
         else:
             out.append(self.t.say(person, "bot.ask.prompt"))

@@ -1,8 +1,9 @@
 """The Discord channel: discord.py 2.x slash commands, buttons and DMs around the dialogue engine.
 
-Slash commands (/ask, /expert, /online, /offline, /setup and the everyday ones) and button
-presses are interactions: the engine's replies to the person who acted answer that interaction
-(ephemeral inside a guild), everyone else is reached by DM. `/setup` needs the Manage Server
+Slash commands (/ask, /expert, /online, /offline, /setup, the business admins' /roster, /budget
+and /report, and the everyday ones) and button presses are interactions: the engine's replies
+to the person who acted answer that interaction (ephemeral inside a guild), everyone else is
+reached by DM. `/setup` needs the Manage Server
 permission and links the guild to a business. An `AutoShardedClient` lets Discord decide the
 shard count for large installs.
 
@@ -123,6 +124,11 @@ class DiscordChannel:
         async def setup(interaction: discord.Interaction, code: str) -> None:
             await run(interaction, f"/setup {code}")
 
+        @tree.command(name="report", description="Your business's monthly report (business admins)")
+        @app_commands.describe(month="YYYY-MM; this month when left out")
+        async def report(interaction: discord.Interaction, month: str | None = None) -> None:
+            await run(interaction, f"/report {month or ''}".strip())
+
         @tree.command(name="lang", description="Change the language I speak")
         async def lang(interaction: discord.Interaction, language: str | None = None) -> None:
             await run(interaction, f"/lang {language or ''}".strip())
@@ -145,6 +151,8 @@ class DiscordChannel:
             ("reviews", "Reviews of you"),
             ("blocks", "People you blocked"),
             ("profile", "What I know about you, and your listing"),
+            ("roster", "Your business's experts (business admins)"),
+            ("budget", "Your business's sponsorship budget (business admins)"),
         ):
             tree.add_command(
                 app_commands.Command(name=name, description=description, callback=_plain(run, name))
@@ -200,6 +208,7 @@ class DiscordChannel:
             locale=str(interaction.locale) if interaction.locale else None,
             community=str(guild) if guild is not None else None,
             is_admin=guild is not None and interaction.permissions.manage_guild,
+            in_group=guild is not None,
         )
 
     # ------------------------------------------------------------------ outgoing

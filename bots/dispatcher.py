@@ -133,6 +133,9 @@ class Dispatcher:
         await self.deliver(self.dialogue.rounds(await concierge.expire_due()))
         await self.deliver(self.dialogue.payment_notices(await concierge.payment_notices()))
         if serve_line:
+            business = self.dialogue.business
+            await self.deliver(business.budget_alerts(await concierge.budget_alerts()))
+            await self.deliver(business.reports(await concierge.reports_due()))
             await concierge.publish_reviews()
             await concierge.attendance_changed(concierge.bookings.take_attended())
             rounds, moved = await concierge.serve_line()

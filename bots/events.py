@@ -32,6 +32,9 @@ class Incoming:
     locale: str | None = None  # the client's language setting, when the channel tells
     community: str | None = None  # the group, guild or widget key it came through
     is_admin: bool = False  # the sender administers that community (the adapter checked)
+    # Written in the group or guild itself (others read the replies), not in a private chat
+    # that merely remembers the group it came from.
+    in_group: bool = False
 
     @property
     def reach(self) -> Reach:

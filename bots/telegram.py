@@ -238,6 +238,7 @@ class TelegramChannel:
                 locale=user.language_code,
                 community=str(message.chat_id),
                 is_admin=is_admin,
+                in_group=True,
             )
             await self._dispatcher.handle(event, direct=group)
             return

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import html
 import json
 import re
 import secrets
@@ -38,6 +39,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bots.dispatcher import Dispatcher
 from bots.events import Incoming, Kind, Reply
+from concierge.appkeys import SESSIONS
+from concierge.business_admins import BusinessAdmins, BusinessView, check_colour, check_logo_url
+from concierge.errors import DomainError
 from concierge.model import Channel, Community
 from concierge.redis_keys import channel_name, entity_key
 from knowledge.i18n import load_catalogues, negotiate
@@ -49,6 +53,7 @@ INBOX_KEEP = 100
 INBOX_TTL_SECONDS = 7 * 24 * 3600
 _KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 _TOPIC = "web"
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
 @cache
@@ -159,37 +164,54 @@ class WebChannel:
 # ---------------------------------------------------------------------- HTTP handlers
 
 
-def _page(request: web.Request, *, expert: bool) -> web.Response:
+async def _page(request: web.Request, *, expert: bool) -> web.Response:
     language = negotiate(
         part.split(";")[0].strip() for part in request.headers.get("Accept-Language", "").split(",")
     )
     t = load_catalogues()
     key = request.query.get("key", "")
+    key = key if _KEY.match(key) else ""
     texts = {
         name: t.text(f"web.{name}", language)
         for name in ("placeholder", "send", "connecting", "offline", "expert_intro", "bad_key")
     }
     title = t.text("web.expert_title" if expert else "web.title", language)
-    config = {
-        "role": "expert" if expert else "customer",
-        "key": key if _KEY.match(key) else None,
-        "texts": texts,
+    brand = await _brand(request, key) if key and not expert else None
+    style = logo = ""
+    if brand is not None:
+        title = brand.name
+        if brand.greeting:
+            texts["greeting"] = brand.greeting
+        # Checked again here (they were when stored): nothing but #rrggbb reaches the CSS.
+        with contextlib.suppress(DomainError):
+            style = f"<style>:root{{--brand:{check_colour(brand.brand_colour or '')}}}</style>"
+        with contextlib.suppress(DomainError):
+            src = html.escape(check_logo_url(brand.logo_url or ""), quote=True)
+            logo = f'<img class="logo" src="{src}" alt="" referrerpolicy="no-referrer">'
+    config = {"role": "expert" if expert else "customer", "key": key or None, "texts": texts}
+    values = {
+        "lang": language,
+        "title": html.escape(title),
+        "style": style,
+        "logo": logo,
+        "config": json.dumps(config).replace("</", "<\\/"),
     }
-    body = (
-        _static("chat.html")
-        .replace("{{lang}}", language)
-        .replace("{{title}}", title)
-        .replace("{{config}}", json.dumps(config).replace("</", "<\\/"))
-    )
+    # One pass, so a business name that looks like a placeholder stays text.
+    body = _PLACEHOLDER.sub(lambda m: values.get(m[1], ""), _static("chat.html"))
     return web.Response(text=body, content_type="text/html")
 
 
+async def _brand(request: web.Request, key: str) -> BusinessView | None:
+    sessions = request.app[SESSIONS]
+    return await BusinessAdmins(sessions).brand_in(Channel.WEB, key)
+
+
 async def chat_page(request: web.Request) -> web.Response:
-    return _page(request, expert=False)
+    return await _page(request, expert=False)
 
 
 async def expert_page(request: web.Request) -> web.Response:
-    return _page(request, expert=True)
+    return await _page(request, expert=True)
 
 
 async def asset(request: web.Request) -> web.Response:

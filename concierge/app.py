@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
-from concierge import migrate, payments_web, routes, scheduler_web, video
+from concierge import business_web, migrate, payments_web, routes, scheduler_web, video
 from concierge.appkeys import EMBEDDED_REDIS, ENGINE, METRICS, REDIS, SESSIONS, SETTINGS
 from concierge.config import Settings
 from concierge.database import create_engine, redacted, session_factory
@@ -109,4 +109,5 @@ def create_app(settings: Settings) -> web.Application:
     payments_web.install(app)
     scheduler_web.install(app)
     ops_web.install(app)
+    business_web.install(app)
     return app

@@ -271,7 +271,8 @@ class Cashier:
 
     async def _sponsor_for(self, db: AsyncSession, session: Session) -> Business | None:
         """The business sponsoring requests from the community this one came from, if its monthly
-        budget still covers this session's maximum."""
+        budget is not used up yet. A session it takes on is its to pay whatever it costs: a call
+        is never cut short or handed to the customer's card because the budget ran out during it."""
         community_id = await db.scalar(
             select(HelpRequest.community_id).where(HelpRequest.id == session.request_id)
         )
@@ -289,8 +290,7 @@ class Cashier:
         if business.sponsorship_currency != session.pricing.currency:
             return None  # budgets are not converted between currencies
         spent = await self.sponsor_spent(db, business.id, business.sponsorship_currency)
-        q = session_quote(session, self.quote_terms())
-        return business if spent + q.customer_max <= business.sponsorship_budget_amount else None
+        return business if spent < business.sponsorship_budget_amount else None
 
     async def sponsor_spent(self, db: AsyncSession, business_id: str, currency: str) -> int:
         """This month's charges to a sponsor plus the holds not yet settled, in minor units."""

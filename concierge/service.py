@@ -24,6 +24,8 @@ from concierge import contact_flags, onboarding, people, turn_writes
 from concierge.blocks import Blocks
 from concierge.booking_desk import BookingDesk
 from concierge.bookings import Bookings
+from concierge.business_admins import BusinessAdmins
+from concierge.business_reports import BusinessReports, ReportDue, ReportLinks
 from concierge.calendar_web import CalendarLinks
 from concierge.claims import OfferDesk
 from concierge.communities import Communities, Scope
@@ -56,6 +58,7 @@ from concierge.redis_keys import entity_key
 from concierge.reports import Reports
 from concierge.reviews import Rated, Reviews
 from concierge.rooms import SessionRooms
+from concierge.sponsorship import BudgetAlert, Sponsorship
 from concierge.transitions import Lifecycle
 from concierge.views import (
     Accepted,
@@ -119,6 +122,11 @@ class Concierge:
         self.line = WaitingLine(redis)
         self.clock = OfferClock(redis)
         self.communities = Communities(sessions, self._reads)
+        self.businesses = BusinessAdmins(sessions, clock=clock)
+        self.sponsorship = Sponsorship(sessions, self.cashier, clock=clock)
+        self.business_reports = BusinessReports(
+            sessions, ReportLinks(settings.signing_key, settings.base_url), clock=clock
+        )
         self._links = IdentityLinks(sessions, redis)
         self.bookings = Bookings(settings, sessions, self.lifecycle, self.cashier, clock=clock)
         self.booking = BookingDesk(
@@ -132,6 +140,10 @@ class Concierge:
 
     def _now(self) -> datetime:
         return self._clock().replace(tzinfo=UTC)
+
+    def now(self) -> datetime:
+        """The core's clock (a test's, when it moves time): what "this month" means."""
+        return self._now()
 
     # ------------------------------------------------------------------ people
 
@@ -696,6 +708,28 @@ class Concierge:
 
     async def link_community(self, channel: Channel, external_id: str, setup_code: str) -> str:
         return await self.communities.link(channel, external_id, setup_code)
+
+    # ------------------------------------------------------------------ businesses
+
+    async def remove_from_roster(self, admin: PersonView, business_id: str, expert_id: str) -> None:
+        await self.businesses.remove_from_roster(admin.id, business_id, expert_id)
+        await self._matcher.refresh([expert_id])  # its requests no longer reach them first
+
+    async def budget_alerts(self) -> list[tuple[BudgetAlert, list[PersonView]]]:
+        """Budgets that crossed 80 % or ran out, with the admins to tell (each alert once)."""
+        out = []
+        for alert in await self.sponsorship.due_alerts():
+            admins = await self._people(await self.businesses.admins_of(alert.budget.business_id))
+            out.append((alert, list(admins.values())))
+        return out
+
+    async def reports_due(self) -> list[tuple[ReportDue, list[PersonView]]]:
+        """Last month's reports not sent yet, with their admins (from the first of the month)."""
+        out = []
+        for due in await self.business_reports.due():
+            admins = await self._people(due.admin_ids)
+            out.append((due, list(admins.values())))
+        return out
 
     async def _commission(self, request_id: str) -> Decimal:
         async with self._reads() as db:

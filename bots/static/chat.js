@@ -87,6 +87,8 @@
         localStorage.setItem(store + ".token", frame.token);
         status.textContent = "";
         if (config.role === "expert" && !list.children.length) bubble("bot", texts.expert_intro);
+        // A business's own greeting on its widget (text only, never markup).
+        if (config.role === "customer" && texts.greeting && !list.children.length) bubble("bot", texts.greeting);
       } else if (frame.type === "message") {
         show(frame);
       } else if (frame.type === "error") {

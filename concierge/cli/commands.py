@@ -15,6 +15,7 @@ from aiohttp import web
 
 from concierge import migrate
 from concierge.app import create_app
+from concierge.business_admins import BusinessAdmins
 from concierge.businesses import create_business, create_widget_key
 from concierge.catalogue import ImportReport, import_experts
 from concierge.catalogue_queries import list_experts
@@ -292,22 +293,49 @@ def business() -> None:
 @click.option("--commission", type=Decimal, default=None, help="Commission percent instead of the default.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def business_create(name: str, roster_only: bool, commission: Decimal | None, as_json: bool) -> None:
-    """Create a business; its setup code links groups and guilds with /setup CODE."""
+    """Create a business; its setup code links groups and guilds with /setup CODE, its admin code
+    makes its admins (they manage it from the chat)."""
     settings = settings_or_exit()
 
-    async def run_command() -> Business:
+    async def run_command() -> tuple[Business, str]:
         async with database(settings) as sessions:
             scope = RosterScope.ROSTER_ONLY if roster_only else RosterScope.ROSTER_FIRST
-            return await create_business(sessions, name, scope=scope, commission_percent=commission)
+            created = await create_business(sessions, name, scope=scope, commission_percent=commission)
+            return created, await BusinessAdmins(sessions).admin_code(created.id)
 
-    created = run(run_command)
+    created, admin_code = run(run_command)
     if as_json:
-        click.echo(json.dumps({"id": created.id, "name": created.name, "setup_code": created.setup_code}))
+        click.echo(
+            json.dumps(
+                {
+                    "id": created.id,
+                    "name": created.name,
+                    "setup_code": created.setup_code,
+                    "admin_code": admin_code,
+                }
+            )
+        )
     else:
         click.echo(f"business {created.id} ({created.name})")
         click.echo(
             f"setup code: {created.setup_code}  (a group or server admin sends /setup {created.setup_code})"
         )
+        click.echo(f"admin code: {admin_code}  (its admins send /setup {admin_code} to the bot in private)")
+
+
+@business.command("admin-code")
+@click.argument("business_id")
+@click.option("--new", "renew", is_flag=True, help="Replace the code (the old one stops working).")
+def business_admin_code(business_id: str, renew: bool) -> None:
+    """Print the code that makes whoever sends /setup CODE in a private chat an admin of the business."""
+    settings = settings_or_exit()
+
+    async def run_command() -> str:
+        async with database(settings) as sessions:
+            return await BusinessAdmins(sessions).admin_code(business_id, renew=renew)
+
+    code = run(run_command)
+    click.echo(f"admin code: {code}  (send /setup {code} to the bot in a private chat)")
 
 
 @business.command("widget")

@@ -4,7 +4,14 @@ from concierge.model.base import Base, new_id, utcnow
 from concierge.model.birth_date_review import BirthDateReview, ReviewStatus
 from concierge.model.block import Block
 from concierge.model.booking import Booking, BookingStatus, CancellationPolicy, Outcome
-from concierge.model.business import Business, Community, InviteCode, RosterScope
+from concierge.model.business import (
+    Business,
+    BusinessAdmin,
+    BusinessAlert,
+    Community,
+    InviteCode,
+    RosterScope,
+)
 from concierge.model.contact_flag import ContactFlag
 from concierge.model.expert import Expert
 from concierge.model.job import ScheduledJob
@@ -25,6 +32,8 @@ __all__ = [
     "Booking",
     "BookingStatus",
     "Business",
+    "BusinessAdmin",
+    "BusinessAlert",
     "CancellationPolicy",
     "Channel",
     "ChannelIdentity",

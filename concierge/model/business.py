@@ -43,6 +43,12 @@ class Business(Base):
     sponsors_sessions: Mapped[bool] = mapped_column(default=False)
     sponsorship_budget_amount: Mapped[int | None] = mapped_column(BigInteger, default=None)
     sponsorship_currency: Mapped[str | None] = mapped_column(currency_column(), default=None)
+    # Sent as /setup CODE in a private chat, it makes the sender one of the business's admins.
+    admin_code: Mapped[str | None] = mapped_column(String(32), unique=True, default=None)
+    # Shown in its communities instead of the default welcome; None: the default.
+    greeting: Mapped[str | None] = mapped_column(String(500), default=None)
+    brand_colour: Mapped[str | None] = mapped_column(String(7), default=None)  # "#rrggbb", validated
+    logo_url: Mapped[str | None] = mapped_column(String(500), default=None)  # https only, validated
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -72,4 +78,32 @@ class InviteCode(Base):
     business: Mapped[Business | None] = relationship(foreign_keys=[business_id], lazy="raise")
     uses_left: Mapped[int] = mapped_column(default=1)
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BusinessAdmin(Base):
+    """A person who manages a business from the chat (/setup, /roster, /budget, /report)."""
+
+    __tablename__ = "business_admins"
+
+    business_id: Mapped[str] = mapped_column(
+        ForeignKey("businesses.id", ondelete="CASCADE"), primary_key=True
+    )
+    person_id: Mapped[str] = mapped_column(
+        ForeignKey("persons.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BusinessAlert(Base):
+    """One alert to a business's admins per kind and month ("budget_80", "budget_spent", "report"):
+    the primary key makes sending it twice impossible, across processes."""
+
+    __tablename__ = "business_alerts"
+
+    business_id: Mapped[str] = mapped_column(
+        ForeignKey("businesses.id", ondelete="CASCADE"), primary_key=True
+    )
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # "2026-11"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
