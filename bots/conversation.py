@@ -27,6 +27,7 @@ class Conversation:
     categories: list[str] = field(default_factory=list)  # categories ticked so far
     price_mode: str | None = None
     language_fixed: bool = False  # chosen with /lang: detection no longer overrides it
+    self_help: bool = False  # the open request waits for an answer to a self-help article
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

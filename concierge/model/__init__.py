@@ -1,5 +1,6 @@
 """The typed domain model, mapped to tables; one module per noun."""
 
+from concierge.model.article import ArticleOffer, ArticleOutcome, BusinessArticle
 from concierge.model.base import Base, new_id, utcnow
 from concierge.model.block import Block
 from concierge.model.business import Business, Community, InviteCode, RosterScope
@@ -13,9 +14,12 @@ from concierge.model.room import Room
 from concierge.model.session import LifecycleEvent, Session
 
 __all__ = [
+    "ArticleOffer",
+    "ArticleOutcome",
     "Base",
     "Block",
     "Business",
+    "BusinessArticle",
     "Channel",
     "ChannelIdentity",
     "Community",
