@@ -185,7 +185,7 @@ class Settings(BaseSettings):
     matcher_threads: int = Field(default=1, ge=1, le=256)
     # Rescaled similarity at which a self-help article "closely matches" a request (calibrated
     # on tests/data/articles_eval.jsonl, README "Self-help answers"); 1 switches articles off.
-    article_threshold: float = Field(default=0.6, ge=0.0, le=1.0)
+    article_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     telegram_token: Annotated[SecretStr, AfterValidator(_check_telegram_token)] | None = None
     telegram_mode: TelegramMode = TelegramMode.POLLING
     telegram_api_url: Annotated[str, AfterValidator(_check_api_url)] = "https://api.telegram.org/bot"

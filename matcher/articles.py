@@ -8,9 +8,14 @@ person then reads is the core's choice.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 import re
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -83,10 +88,19 @@ class ArticleIndex:
     def __len__(self) -> int:
         return len(set(self._articles))
 
-    def load(self, passages: Sequence[ArticlePassage], embedder: Embedder) -> None:
-        """Embed every passage twice: the title alone (close to how people ask) and the whole text."""
+    def load(
+        self, passages: Sequence[ArticlePassage], embedder: Embedder, cache_dir: Path | None = None
+    ) -> None:
+        """Embed every passage twice: the title alone (close to how people ask) and the whole text.
+
+        Embedding the library's 720 texts takes ~5 s with USE on one thread, so the vectors are
+        kept in `cache_dir` by model and text: a restart embeds only what changed."""
         texts = [p.title for p in passages] + [f"{p.title}. {p.body}" for p in passages]
-        self._matrix = _embedded(embedder, texts) if texts else self._matrix[:0]
+        if cache_dir is not None:
+            _read_cache(embedder, cache_dir)
+        self._matrix, embedded = _embedded(embedder, texts)
+        if cache_dir is not None and embedded:
+            _write_cache(embedder, cache_dir, texts)
         self._articles = [p.article_id for p in passages] * 2
         self._businesses = [p.business_id for p in passages] * 2
         self._shared = np.asarray([business is None for business in self._businesses], dtype=bool)
@@ -119,10 +133,59 @@ class ArticleIndex:
 _KNOWN: dict[tuple[str, int, str], NDArray[np.float32]] = {}
 
 
-def _embedded(embedder: Embedder, texts: list[str]) -> NDArray[np.float32]:
+def _embedded(embedder: Embedder, texts: list[str]) -> tuple[NDArray[np.float32], int]:
+    """The texts' vectors, and how many had to be embedded now."""
+    if not texts:
+        return np.zeros((0, embedder.dim), dtype=np.float32), 0
     model = (embedder.name, embedder.dim)
+    for text in texts:
+        saved = _SAVED.get((*model, _digest(text))) if (*model, text) not in _KNOWN else None
+        if saved is not None:
+            _KNOWN[(*model, text)] = saved
     fresh = list(dict.fromkeys(text for text in texts if (*model, text) not in _KNOWN))
     if fresh:
         for text, vector in zip(fresh, embedder.embed_passages(fresh), strict=True):
             _KNOWN[(*model, text)] = vector
-    return np.vstack([_KNOWN[(*model, text)] for text in texts]).astype(np.float32, copy=False)
+    matrix = np.vstack([_KNOWN[(*model, text)] for text in texts]).astype(np.float32, copy=False)
+    return matrix, len(fresh)
+
+
+def _cache_file(embedder: Embedder, cache_dir: Path) -> Path:
+    return cache_dir / f"articles-{embedder.name}-{embedder.dim}.npz"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _read_cache(embedder: Embedder, cache_dir: Path) -> None:
+    """Vectors saved by an earlier start; a missing or damaged file only means embedding again."""
+    model = (embedder.name, embedder.dim)
+    try:
+        with np.load(_cache_file(embedder, cache_dir), allow_pickle=False) as saved:
+            digests, vectors = saved["digests"], saved["vectors"]
+    except (OSError, ValueError, KeyError):
+        return
+    if vectors.ndim != 2 or vectors.shape[1] != embedder.dim or len(digests) != len(vectors):
+        return
+    _SAVED.update({(*model, str(d)): v.astype(np.float32) for d, v in zip(digests, vectors, strict=True)})
+
+
+def _write_cache(embedder: Embedder, cache_dir: Path, texts: list[str]) -> None:
+    model = (embedder.name, embedder.dim)
+    unique = list(dict.fromkeys(texts))
+    digests = np.asarray([_digest(text) for text in unique])
+    vectors = np.vstack([_KNOWN[(*model, text)] for text in unique])
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=cache_dir, suffix=".npz")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            np.savez(out, digests=digests, vectors=vectors)
+        os.replace(temporary, _cache_file(embedder, cache_dir))  # never a half-written file
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+
+
+# Vectors read from the cache file, by model and text digest.
+_SAVED: dict[tuple[str, int, str], NDArray[np.float32]] = {}

@@ -134,7 +134,7 @@ class Matcher:
 
     def load_articles(self, passages: Sequence[ArticlePassage]) -> int:
         """Replace the self-help articles searched alongside experts; how many articles."""
-        self.articles.load(passages, self.embedder)
+        self.articles.load(passages, self.embedder, self._index_dir)
         return len(self.articles)
 
     def _load_index(self) -> ExpertIndex:
