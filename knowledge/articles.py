@@ -21,9 +21,10 @@ from knowledge.taxonomy import load_taxonomy
 ARTICLE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 TITLE_CHARS = (3, 120)
 # Bodies are measured in characters, so Chinese and Japanese (about one word per two or
-# three characters) have a lower floor than the languages that separate words with spaces.
+# three characters) have a lower floor than the languages that separate words with spaces. The
+# ceilings keep an article with its title and question in one Discord message (2,000 characters).
 BODY_CHARS = {"zh": (80, 1200), "ja": (100, 1500)}
-BODY_CHARS_DEFAULT = (300, 2000)
+BODY_CHARS_DEFAULT = (300, 1600)
 MAX_ARTICLES_PER_FILE = 200
 
 

@@ -46,7 +46,8 @@ class ArticleHit:
 _PERSON_MARKERS = {
     "en": r"teach me|lessons?|tutor|coach(ing)?|talk to (someone|somebody|a (person|human|real))|"
     r"speak (to|with) (someone|somebody|a)|a real person|a human|an expert|a professional|"
-    r"someone (to|who)|somebody (to|who)|(can|could) (someone|somebody|anyone) help|practi[cs]e (my|speaking|conversation)|video call|call me",
+    r"someone (to|who)|somebody (to|who)|(can|could) (someone|somebody|anyone) help|"
+    r"practi[cs]e (my|speaking|conversation)|video call|call me",
     "fr": r"apprends[- ]moi|m'apprendre|des cours|un cours|cours de|leçons?|professeur|prof |coach|"
     r"parler (à|avec) (quelqu'un|un)|"
     r"une vraie personne|un humain|un expert|une experte|quelqu'un (pour|qui|peut)|appel vidéo|m'appeler",
