@@ -120,11 +120,13 @@ def serve_and_drive(connection: Connection) -> None:
 
 
 def summary(telegram: FakeTelegram) -> dict[str, int]:
-    kinds = {"cards": 0, "waiting line": 0, "other": 0}
+    kinds = {"cards": 0, "article": 0, "waiting line": 0, "other": 0}
     for message in telegram.sent:
         if message["text"] == "echo":
             continue
-        if message.get("reply_markup"):
+        if "kb_expert:" in str(message.get("reply_markup")):  # a self-help article offered first
+            kinds["article"] += 1
+        elif message.get("reply_markup"):
             kinds["cards"] += 1
         elif "in line" in message["text"]:
             kinds["waiting line"] += 1

@@ -29,6 +29,7 @@ class Conversation:
     price_mode: str | None = None
     language_fixed: bool = False  # chosen with /lang: detection no longer overrides it
     business_id: str | None = None  # the business an admin is managing (/setup, /roster, /budget)
+    self_help: bool = False  # the open request waits for an answer to a self-help article
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -9,6 +9,7 @@ dispatcher's job. Every text comes from the message catalogues, in the reader's 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import replace
 from datetime import datetime
 
@@ -42,6 +43,7 @@ from concierge.views import (
     Proposal,
     Queued,
     Round,
+    SelfHelp,
 )
 from knowledge.abuse import is_abusive
 from knowledge.i18n import LANGUAGES, moment, money, negotiate
@@ -184,6 +186,11 @@ class Dialogue:
             conv.step = "birth_date"
             out.append(self.t.say(person, "bot.age.ask"))
             return
+        if conv.request_id is not None and conv.self_help:
+            # Writing again instead of answering the article: the new message is the request.
+            with suppress(DomainError):
+                await self.concierge.cancel(person, conv.request_id)
+            conv.request_id, conv.self_help = None, False
         if conv.request_id is not None and await self.concierge.is_open(conv.request_id):
             out.append(self.t.say(person, "bot.ask.already_open"))
             return
@@ -195,11 +202,41 @@ class Dialogue:
         outcome = await self.concierge.ask(
             person, text, community=community, adopt_language=not conv.language_fixed
         )
-        detected = outcome.language if isinstance(outcome, Proposal) else None
+        detected = outcome.language if isinstance(outcome, Proposal | SelfHelp) else None
         if detected in LANGUAGES and detected != person.locale and not conv.language_fixed:
             assert detected is not None
             person = replace(person, locale=detected)  # the core adopted it with the request
-        self._outcome(person, conv, outcome, out)
+        if isinstance(outcome, SelfHelp):
+            self._self_help(person, conv, outcome, out)
+        else:
+            self._outcome(person, conv, outcome, out)
+
+    def _self_help(self, person: PersonView, conv: Conversation, offer: SelfHelp, out: list[Reply]) -> None:
+        """The article first, with the way on to the experts one press away (no retyping)."""
+        conv.request_id, conv.self_help = offer.request_id, True
+        lang = person.locale
+        buttons = (
+            (
+                Button(self.t("bot.article.solved_button", lang), f"kb_solved:{offer.request_id}"),
+                Button(self.t("bot.article.expert_button", lang), f"kb_expert:{offer.request_id}"),
+            ),
+        )
+        text = self.t("bot.article.offer", lang, title=offer.title, body=offer.body)
+        out.append(Reply(reach_or_fail(person), text, buttons, ref=f"article:{offer.request_id}"))
+
+    async def _article_press(
+        self, action: str, request_id: str, person: PersonView, conv: Conversation, out: list[Reply]
+    ) -> None:
+        if request_id != conv.request_id or not conv.self_help:
+            out.append(self.t.say(person, "bot.gone"))
+            return
+        conv.self_help = False
+        if action == "kb_solved":
+            await self.concierge.solved_by_article(person, request_id)
+            conv.request_id = None
+            out.append(self.t.say(person, "bot.article.solved"))
+            return
+        self._outcome(person, conv, await self.concierge.still_want_expert(person, request_id), out)
 
     def _outcome(
         self, person: PersonView, conv: Conversation, outcome: Proposal | Queued | NoMatch, out: list[Reply]
@@ -269,6 +306,8 @@ class Dialogue:
             await self.booking.press(action, rest, person, conv, out)
         elif action in {"pick", "anyone", "more"}:
             await self._customer_press(action, rest, person, conv, out)
+        elif action in {"kb_solved", "kb_expert"}:
+            await self._article_press(action, rest, person, conv, out)
         elif action == "leave":  # leaving the waiting line
             if rest != conv.request_id:
                 out.append(self.t.say(person, "bot.gone"))
@@ -833,7 +872,7 @@ class Dialogue:
         if conv.request_id is None:
             out.append(self.t.say(person, "bot.cancel.nothing"))
             return
-        request_id, conv.request_id = conv.request_id, None
+        request_id, conv.request_id, conv.self_help = conv.request_id, None, False
         await self._withdraw(person, request_id, out)
 
     async def _withdraw(self, person: PersonView, request_id: str, out: list[Reply]) -> None:

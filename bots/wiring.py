@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
@@ -62,6 +63,14 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
     concierge = Concierge(
         settings, app[SESSIONS], app[REDIS], host, rooms=app.get(SESSION_ROOMS), cashier=app.get(CASHIER)
     )
+    started = time.perf_counter()
+    try:
+        articles = await concierge.articles.load()
+        await host.load_articles(concierge.articles.passages())
+    except BaseException:
+        await host.close()
+        raise
+    log.info("articles ready", articles=articles, seconds=round(time.perf_counter() - started, 2))
     dialogue = Dialogue(concierge, Texts(load_catalogues()), max_chars=settings.max_message_chars)
     store = ConversationStore(app[REDIS], settings.conversation_ttl_hours * 3600)
     app[keys.MATCHER_HOST] = host

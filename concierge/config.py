@@ -206,6 +206,9 @@ class Settings(BaseSettings):
     # One: a request embeds one sentence, and idle BLAS threads spin on the other cores
     # (make bench-bots: the same throughput for 1.8 cores instead of 1 with two threads).
     matcher_threads: int = Field(default=1, ge=1, le=256)
+    # Rescaled similarity at which a self-help article "closely matches" a request (calibrated
+    # on tests/data/articles_eval.jsonl, README "Self-help answers"); 1 switches articles off.
+    article_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     telegram_token: Annotated[SecretStr, AfterValidator(_check_telegram_token)] | None = None
     telegram_mode: TelegramMode = TelegramMode.POLLING
     telegram_api_url: Annotated[str, AfterValidator(_check_api_url)] = "https://api.telegram.org/bot"

@@ -32,6 +32,7 @@ from concierge.lifecycle import State
 from concierge.model import ChannelIdentity, Expert, Offer, OfferStatus, Person, Session
 from knowledge.demo import demo_catalogue_path
 from knowledge.taxonomy import load_taxonomy
+from matcher.articles import ArticlePassage
 from matcher.embedders import Embedder, create_embedder
 from matcher.engine import Matcher, MatchQuery, MatchResult, SyncReport
 from matcher.errors import MatcherError
@@ -111,6 +112,7 @@ class _Backend(Protocol):
     async def sync(self, listings: list[Listing]) -> SyncReport: ...
     async def update(self, listings: list[Listing]) -> None: ...
     async def remove(self, listing_ids: list[str]) -> None: ...
+    async def load_articles(self, passages: list[ArticlePassage]) -> int: ...
     async def match(self, query: MatchQuery) -> MatchResult: ...
     async def warm_up(self) -> None: ...
     async def close(self) -> None: ...
@@ -134,6 +136,9 @@ class _OwnThread:
 
     async def remove(self, listing_ids: list[str]) -> None:
         self._matcher.remove(listing_ids)
+
+    async def load_articles(self, passages: list[ArticlePassage]) -> int:
+        return await asyncio.to_thread(self._matcher.load_articles, passages)
 
     async def match(self, query: MatchQuery) -> MatchResult:
         loop = asyncio.get_running_loop()
@@ -160,6 +165,7 @@ class MatcherProcess:
     def __init__(self, factory: Callable[[], Matcher]) -> None:
         self._factory = factory
         self._listings: dict[str, Listing] = {}
+        self._passages: list[ArticlePassage] = []
         self._connection: Connection | None = None
         self._process: BaseProcess | None = None
         self._pending: deque[asyncio.Future[Any]] = deque()
@@ -191,6 +197,8 @@ class MatcherProcess:
             await ready  # the model is loaded, or why not is raised here
             if self._listings:  # started again: give it what the last one held
                 await self._send("sync", list(self._listings.values()))
+            if self._passages:
+                await self._send("load_articles", self._passages)
         except BaseException:
             await self.close()
             raise
@@ -276,6 +284,11 @@ class MatcherProcess:
         await self._call("remove", listing_ids)
         for listing_id in listing_ids:
             self._listings.pop(listing_id, None)
+
+    async def load_articles(self, passages: list[ArticlePassage]) -> int:
+        count: int = await self._call("load_articles", passages)
+        self._passages = passages
+        return count
 
     async def match(self, query: MatchQuery) -> MatchResult:
         result: MatchResult = await self._call("match", query)
@@ -398,6 +411,11 @@ class MatcherHost:
         async with self._lock:
             await self._backend.update(listings)
             await self._backend.remove([expert_id for expert_id in expert_ids if expert_id not in found])
+
+    async def load_articles(self, passages: list[ArticlePassage]) -> int:
+        """The self-help articles to search alongside experts (replacing those it had)."""
+        async with self._lock:
+            return await self._backend.load_articles(passages)
 
     def listing(self, expert_id: str) -> Listing | None:
         """The listing as the matcher holds it (what cards show)."""

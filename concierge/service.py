@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session as OrmSession
 from billing.invoice import InvoiceProvider
 from billing.quotes import commission_percent
 from concierge import contact_flags, onboarding, people, turn_writes
+from concierge.articles import ArticleLibrary
 from concierge.blocks import Blocks
 from concierge.booking_desk import BookingDesk
 from concierge.bookings import Bookings
@@ -37,6 +38,7 @@ from concierge.lifecycle import State
 from concierge.linking import IdentityLinks
 from concierge.matching import MatcherHost
 from concierge.model import (
+    ArticleOutcome,
     Block,
     Channel,
     ChannelIdentity,
@@ -73,6 +75,7 @@ from concierge.views import (
     Proposal,
     Queued,
     Round,
+    SelfHelp,
     SessionLine,
 )
 from concierge.waiting_line import OfferClock, WaitingLine
@@ -137,6 +140,7 @@ class Concierge:
             shown=self.shown_in_order,
             commission=self._commission,
         )
+        self.articles = ArticleLibrary(sessions, self._reads)
 
     def _now(self) -> datetime:
         return self._clock().replace(tzinfo=UTC)
@@ -251,14 +255,19 @@ class Concierge:
         *,
         community: tuple[Channel, str] | None = None,
         adopt_language: bool = False,
-    ) -> AskOutcome:
-        """Read a request, open it and propose experts (or a place in line).
+    ) -> AskOutcome | SelfHelp:
+        """Read a request, open it and propose experts (or a place in line), or first a self-help
+        article that closely matches it.
 
         With `adopt_language`, a request written in another supported language than the
         person's makes that their language (they have not chosen one explicitly)."""
         scope = await self.communities.scope_of(*community) if community is not None else None
         blocked = await self.blocks.experts_apart_from(customer.id) if customer.in_blocks else frozenset()
-        query = self._query(customer, text, scope=scope, blocked=blocked)
+        threshold = self.settings.article_threshold
+        query = replace(
+            self._query(customer, text, scope=scope, blocked=blocked),
+            article_threshold=threshold if threshold < 1 else None,
+        )
         result = await self._matcher.match(query)
         if result.no_experts is NoExperts.CANNOT_UNDERSTAND:
             return NoMatch("cannot_understand")
@@ -283,7 +292,29 @@ class Concierge:
         if shown.hits:
             async with self._sessions.begin() as db:
                 contact_flags.hide(db, customer.id, "request", request.id, text, adopted or customer.locale)
+        article = self.articles.get(result.article) if result.article is not None else None
+        if result.article is not None and article is not None:
+            reading, words = article.text_for(adopted or customer.locale, written_in)
+            await self.articles.offered(request.id, result.article, reading)
+            return SelfHelp(request.id, article.id, words.title, words.body, reading, written_in)
         return await self._propose(customer, request.id, result, query, new=True)
+
+    async def still_want_expert(self, customer: PersonView, request_id: str) -> AskOutcome:
+        """The article did not solve it: the same request goes on to the experts, as if just asked."""
+        request = await self._open_request(customer, request_id)
+        if not await self.articles.answer(request_id, ArticleOutcome.STILL_WANT):
+            raise NotFound("article offer", request_id)
+        scope = await self.communities.scope_of_request(request.community_id)
+        blocked = await self.blocks.experts_apart_from(customer.id) if customer.in_blocks else frozenset()
+        query = self._query(customer, request.text, language=request.language, scope=scope, blocked=blocked)
+        return await self._propose(customer, request_id, await self._matcher.match(query), query, new=True)
+
+    async def solved_by_article(self, customer: PersonView, request_id: str) -> None:
+        """The article solved it: recorded, and the request closed."""
+        await self._open_request(customer, request_id)
+        if not await self.articles.answer(request_id, ArticleOutcome.SOLVED):
+            raise NotFound("article offer", request_id)
+        await self.lifecycle.cancel(request_id, "solved by a self-help article")
 
     async def widen(self, customer: PersonView, request_id: str) -> AskOutcome:
         """ "None of these": more experts, English speakers included, without those already shown."""

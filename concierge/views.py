@@ -94,6 +94,18 @@ AskOutcome = Proposal | Queued | NoMatch
 
 
 @dataclass(frozen=True, slots=True)
+class SelfHelp:
+    """A self-help article that closely matches a new request, offered before any expert."""
+
+    request_id: str
+    article_id: str
+    title: str
+    body: str
+    reading: str  # the language of the title and body
+    language: str | None  # the request's language
+
+
+@dataclass(frozen=True, slots=True)
 class OfferNotice:
     """An expert is asked to take a request."""
 

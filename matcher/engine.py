@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from knowledge.taxonomy import Taxonomy
+from matcher.articles import ArticleHit, ArticleIndex, ArticlePassage, wants_a_person
 from matcher.budget import Budget, parse_budget
 from matcher.categories import CategoryClassifier
 from matcher.embedders import Embedder
@@ -66,6 +67,9 @@ class MatchQuery:
     business_id: str | None = None
     business_only: bool = False  # only that business's experts (else: theirs first)
     blocked: frozenset[str] = frozenset()
+    # Also look for a self-help article at or above this rescaled similarity (a new request's
+    # first reading); None: experts only.
+    article_threshold: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,7 @@ class MatchResult:
     understanding: Understanding
     experts: list[RankedExpert] = field(default_factory=list)
     no_experts: NoExperts | None = None
+    article: ArticleHit | None = None
 
     def to_json(self) -> dict[str, Any]:
         u = self.understanding
@@ -96,6 +101,9 @@ class MatchResult:
             "problem": u.problem.value if u.problem else None,
             "experts": [expert.to_json() for expert in self.experts],
             "no_experts": self.no_experts.value if self.no_experts else None,
+            "article": (
+                {"id": self.article.article_id, "score": self.article.score} if self.article else None
+            ),
         }
 
 
@@ -130,6 +138,12 @@ class Matcher:
         self._listings: dict[str, Listing] = {}
         self._facets = Facets([c.id for c in taxonomy.categories])
         self._availability: dict[tuple[bool, int], NDArray[np.bool_]] = {}
+        self.articles = ArticleIndex(embedder.dim)
+
+    def load_articles(self, passages: Sequence[ArticlePassage]) -> int:
+        """Replace the self-help articles searched alongside experts; how many articles."""
+        self.articles.load(passages, self.embedder, self._index_dir)
+        return len(self.articles)
 
     def _load_index(self) -> ExpertIndex:
         if self._index_dir is not None:
@@ -265,7 +279,14 @@ class Matcher:
         understanding, vector = self.understand(query)
         if vector is None or understanding.language is None:
             return MatchResult(understanding, no_experts=NoExperts.CANNOT_UNDERSTAND)
-        return self.find(vector, understanding, query)
+        result = self.find(vector, understanding, query)
+        if query.article_threshold is not None and not wants_a_person(understanding):
+            hit = self.articles.search(
+                vector, query.business_id, self.classifier.semantic, query.article_threshold
+            )
+            if hit is not None:
+                result = replace(result, article=hit)
+        return result
 
     def find(
         self, vector: NDArray[np.float32], understanding: Understanding, query: MatchQuery

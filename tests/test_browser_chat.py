@@ -68,7 +68,7 @@ async def test_a_customer_tab_and_an_expert_tab_complete_the_flow(
 
                 customer = await context.new_page()
                 await customer.goto(f"{base}/chat")
-                await say(customer, "My wifi keeps dropping on my laptop", "date of birth")
+                await say(customer, "Can someone help? My wifi keeps dropping on my laptop", "date of birth")
                 await say(customer, "1995-06-01", "I found 1 expert")
                 cards = await customer.locator("#messages li", has_text="I found").inner_text()
                 assert "1. Wes – Wi-Fi and home network troubleshooting" in cards

@@ -24,7 +24,7 @@ from tests.harness import WebUser, add_listed_expert, app_sessions, button, refr
 pytestmark = pytest.mark.parametrize("engine_name", ["sqlite"])
 
 GUILD, GUILD_CHANNEL = 700000000000000001, 700000000000000002
-REQUEST = "My wifi router keeps dropping the connection to my laptop"
+REQUEST = "Can someone help? My wifi router keeps dropping the connection to my laptop"
 
 
 def tg_button(message: dict[str, Any], label: str) -> str:

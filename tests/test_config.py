@@ -53,6 +53,8 @@ def test_postgres_urls_get_the_async_driver(monkeypatch: pytest.MonkeyPatch) -> 
         ("CONCIERGE_DEFAULT_CURRENCY", "ABC", "unknown currency"),
         ("CONCIERGE_LOG_LEVEL", "loud", "debug"),
         ("CONCIERGE_HTTP_HOST", "   ", "empty"),
+        ("CONCIERGE_ARTICLE_THRESHOLD", "1.5", "less than or equal to 1"),
+        ("CONCIERGE_ARTICLE_THRESHOLD", "close", "valid number"),
     ],
 )
 def test_an_invalid_value_names_its_variable(

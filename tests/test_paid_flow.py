@@ -99,10 +99,10 @@ async def per_minute_expert(client: TestClient) -> WebUser:
     return tab
 
 
-ENGLISH = ("en-GB", "My wifi router keeps dropping the connection to my laptop", "Ask 1.")
+ENGLISH = ("en-GB", "Can someone help? My wifi router keeps dropping the connection to my laptop", "Ask 1.")
 FRENCH = (
     "fr-FR",
-    "Mon routeur wifi coupe sans arrêt la connexion avec mon ordinateur portable",
+    "Quelqu'un peut m'aider ? Mon routeur wifi coupe sans arrêt la connexion avec mon ordinateur portable",
     "Demander à 1.",
 )
 

@@ -82,7 +82,7 @@ async def test_customer_and_expert_complete_the_flow_in_two_tabs(
         customer = WebUser(client, locale="en-US")
         await customer.connect()
         await customer.wait_welcome()
-        await customer.say("My wifi router keeps dropping the connection to my laptop")
+        await customer.say("Can someone help? My wifi router keeps dropping the connection to my laptop")
         await customer.wait_text("date of birth")
         await customer.say("30/04/2001")
         cards = await customer.wait_text("Home network and Wi-Fi troubleshooting")
@@ -194,7 +194,7 @@ async def adult(client: Any, locale: str = "en-GB") -> WebUser:
 
 
 async def stated(user: WebUser, born: str) -> None:
-    await user.say("I need help with my laptop wifi")
+    await user.say("I need someone to help with my laptop wifi")
     await user.wait_text("date of birth")
     await user.say(born)
 
@@ -492,7 +492,7 @@ async def test_a_blocked_pair_is_never_matched_again_until_unblocked(service: An
     asked = after("Wi-Fi and home network help")
     await customer.say("/cancel")
     await customer.wait_text("cancelled")
-    await customer.say("My laptop wifi drops every few minutes")
+    await customer.say("Can someone help? My laptop wifi drops every few minutes")
     again = await asked
     assert "Expert 2" in again["text"]
     assert "Expert 1" not in again["text"]
@@ -503,7 +503,7 @@ async def test_a_blocked_pair_is_never_matched_again_until_unblocked(service: An
     await customer.wait_text("Expert 1 is unblocked")
     asked = after("Wi-Fi and home network help")
     await customer.say("/cancel")
-    await customer.say("My router keeps losing the connection")
+    await customer.say("Can someone help? My router keeps losing the connection")
     back = await asked
     assert "Expert 1" in back["text"]
     await customer.close()

@@ -1,5 +1,6 @@
 """The `concierge` command line; each module adds its commands to `main`."""
 
+from concierge.cli import articles as _articles  # noqa: F401 - registers `concierge articles`
 from concierge.cli import jobs as _jobs  # noqa: F401 - registers `concierge jobs`
 from concierge.cli import match as _match  # noqa: F401 - registers `concierge match`
 from concierge.cli import money as _money  # noqa: F401 - registers `concierge ledger` and `payments`

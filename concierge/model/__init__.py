@@ -1,5 +1,6 @@
 """The typed domain model, mapped to tables; one module per noun."""
 
+from concierge.model.article import ArticleOffer, ArticleOutcome, BusinessArticle
 from concierge.model.base import Base, new_id, utcnow
 from concierge.model.birth_date_review import BirthDateReview, ReviewStatus
 from concierge.model.block import Block
@@ -26,6 +27,8 @@ from concierge.model.room import Room
 from concierge.model.session import LifecycleEvent, Session
 
 __all__ = [
+    "ArticleOffer",
+    "ArticleOutcome",
     "Base",
     "BirthDateReview",
     "Block",
@@ -34,6 +37,7 @@ __all__ = [
     "Business",
     "BusinessAdmin",
     "BusinessAlert",
+    "BusinessArticle",
     "CancellationPolicy",
     "Channel",
     "ChannelIdentity",

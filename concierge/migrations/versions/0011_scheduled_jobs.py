@@ -1,7 +1,7 @@
 """scheduled_jobs
 
-Revision ID: 0016
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-11-24
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0016"
+revision: str = "0011"
 down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
