@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from concierge.model import Booking, BookingStatus, Channel, ChannelIdentity, Person
-from tests.harness import WebUser, app_sessions, button, concierge_of, running_service
+from concierge.model import Booking, BookingStatus, Channel, ChannelIdentity, Person, ScheduledJob
+from tests.harness import WebUser, app_sessions, button, concierge_of, link_button, running_service
 from tests.test_web_chat import adult, networking_experts, stated
 
 
@@ -116,8 +116,10 @@ async def test_booking_tomorrow_at_3pm_with_the_expert_who_is_free_then(service:
     assert row.status is BookingStatus.CANCELLED
 
 
-async def test_the_calendar_file_is_in_the_readers_zone_and_refuses_forged_links(service: Any) -> None:
-    (_expert,) = await networking_experts(service, "wifi-1")
+async def test_the_last_reminder_brings_the_room_and_a_calendar_file_in_the_readers_zone(
+    service: Any,
+) -> None:
+    (expert,) = await networking_experts(service, "wifi-1")
     customer = await adult(service)
     await stated(customer, "1990-02-02")
     await customer.wait_text("Expert")
@@ -133,15 +135,35 @@ async def test_the_calendar_file_is_in_the_readers_zone_and_refuses_forged_links
         booking = await db.scalar(select(Booking))
     assert booking is not None
     assert booking.session_id is not None
-    links = concierge_of(service).calendar
-    for role, zone in (("expert", "Europe/Paris"),):
-        response = await service.get(urlsplit(links.url(booking.session_id, role, "en")).path)
+
+    # Time passes for the ten-minute reminder (its job made due; the service's scheduler runs it
+    # and the ticker delivers it to both, each in their own chat).
+    async with app_sessions(service).begin() as db:
+        await db.execute(
+            update(ScheduledJob)
+            .where(ScheduledJob.key == f"booking:{booking.id}:0:remind:10")
+            .values(run_at=datetime.now(UTC))
+        )
+    for person, zone_of in (
+        (customer, await customer_zone(service, customer)),
+        (expert, ZoneInfo("Europe/Paris")),
+    ):
+        reminder = await person.wait_text("starts in 10 minutes")
+        assert "/r/" in link_button(reminder, "Join the video call")
+        calendar = link_button(reminder, "Add to calendar")
+        response = await service.get(urlsplit(calendar).path)
         assert response.status == 200
         assert response.content_type == "text/calendar"
         body = await response.text()
-        assert f"TZID={zone}" in body
-        local = booking.starts_at.replace(tzinfo=UTC).astimezone(ZoneInfo(zone))
-        assert f"DTSTART;TZID={zone}:{local:%Y%m%dT%H%M%S}" in body
+        local = booking.starts_at.replace(tzinfo=UTC).astimezone(zone_of)
+        if zone_of.key == "UTC":
+            assert (
+                f"DTSTART:{local:%Y%m%dT%H%M%S}Z" in body or f"DTSTART;TZID=UTC:{local:%Y%m%dT%H%M%S}" in body
+            )
+        else:
+            assert f"DTSTART;TZID={zone_of.key}:{local:%Y%m%dT%H%M%S}" in body
+
+    links = concierge_of(service).calendar
     token = links.token(booking.session_id, "expert", "en")
     forged = await service.get(f"/calendar/{token[:-2]}xx")
     assert forged.status == 403
