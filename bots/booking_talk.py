@@ -48,7 +48,7 @@ class BookingTalk:
         except SlotUnavailable as exc:
             out.append(self.t.say(person, f"bot.booking.unavailable.{exc.reason.value}"))
         except BookingRefused as exc:
-            out.append(self.t.say(person, f"bot.booking.refused.{exc.code}"))
+            out.append(self.t.say(person, f"bot.booking.refused.{exc.reason}"))
 
     async def _press(
         self, action: str, rest: str, person: PersonView, conv: Conversation, out: list[Reply]
@@ -121,7 +121,7 @@ class BookingTalk:
                 else rules.schedule(person.expert.id)
             )
         except ScheduleRefused as exc:
-            out.append(self.t.say(person, f"bot.schedule.refused.{exc.code}", reason=str(exc)))
+            out.append(self.t.say(person, f"bot.schedule.refused.{exc.reason}", reason=str(exc)))
             return
         out.append(self.t.say(person, "bot.schedule.show", **self._schedule_values(view, person)))
 

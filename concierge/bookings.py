@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from concierge import availability
 from concierge.availability import Booked, Rules, Unavailable
 from concierge.config import Settings, reminder_minutes
-from concierge.errors import DomainError, NotFound
+from concierge.errors import DomainError, NotFound, Refused
 from concierge.hours import WeeklyHours
 from concierge.lifecycle import Event, State
 from concierge.model import (
@@ -66,12 +66,8 @@ class SlotUnavailable(DomainError):
         self.reason = reason
 
 
-class BookingRefused(DomainError):
-    """A change the booking's state or policy does not allow; `code` tells the person why."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+class BookingRefused(Refused):
+    """A change the booking's state or policy does not allow; `reason` names the message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -742,10 +738,8 @@ class ScheduleView:
     policy: CancellationPolicy
 
 
-class ScheduleRefused(DomainError):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+class ScheduleRefused(Refused):
+    """A schedule change that cannot be read or is out of range; `reason` names the message."""
 
 
 def schedule_of(expert: Expert) -> ScheduleView:

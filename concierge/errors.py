@@ -36,6 +36,14 @@ class IllegalTransition(DomainError):
         self.event = event
 
 
+class Refused(DomainError):
+    """Something a person asked for that cannot be done; `reason` names the message they read."""
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(message or reason)
+        self.reason = reason
+
+
 class InviteRefused(DomainError):
     """An invitation code that cannot be redeemed; `reason` is one of invalid, used_up, expired."""
 

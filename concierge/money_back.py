@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from concierge.contact_flags import hide
-from concierge.errors import DomainError, NotFound
+from concierge.errors import NotFound, Refused
 from concierge.lifecycle import State
 from concierge.model import (
     Expert,
@@ -34,12 +34,8 @@ from concierge.session_facts import session_facts
 MAX_REASON_CHARS = 1000
 
 
-class MoneyBackRefused(DomainError):
+class MoneyBackRefused(Refused):
     """A request or answer that cannot be taken; `reason` names a message for people."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from concierge.errors import DomainError, NotFound
+from concierge.errors import DomainError, NotFound, Refused
 from concierge.model import Expert, Report, ReportStatus, Session, new_id, utcnow
 from concierge.session_facts import session_facts
 
@@ -26,12 +26,8 @@ MAX_REASON_CHARS = 1000
 MAX_NOTE_CHARS = 500
 
 
-class ReportRefused(DomainError):
+class ReportRefused(Refused):
     """A report that cannot be taken; `reason` names a message for people."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from concierge.contact_flags import hide
-from concierge.errors import DomainError, NotFound
+from concierge.errors import NotFound, Refused
 from concierge.lifecycle import FINISHED_STATES
 from concierge.model import Expert, Person, Review, Session, utcnow
 
@@ -27,12 +27,8 @@ RATE_WITHIN_DAYS = 30
 MAX_REVIEW_CHARS = 1000
 
 
-class ReviewRefused(DomainError):
+class ReviewRefused(Refused):
     """A rating, review or reply that cannot be taken; `reason` names a message for people."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -414,7 +414,7 @@ async def test_moving_a_booking_moves_its_reminders_until_the_free_limit(desk: D
     desk.clock.set(moved_to - timedelta(hours=23))
     with pytest.raises(BookingRefused) as refused:
         await desk.bookings.reschedule(customer_id, booking_id, paris(7, 10))
-    assert refused.value.code == "too_late"
+    assert refused.value.reason == "too_late"
 
 
 async def test_an_expert_who_does_not_confirm_in_time_frees_the_time(desk: Desk) -> None:
