@@ -215,3 +215,30 @@ async def test_reports_from_the_chat_are_listed_and_searchable(
             "0 found"
             in await (await client.get("/ops/lists/reports", params={"q": "nothing like it"})).text()
         )
+
+
+@sqlite_only
+async def test_self_help_articles_show_how_often_they_solved_the_problem(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    from concierge.articles import ArticleLibrary
+    from concierge.database import read_sessions
+    from concierge.model import ArticleOutcome
+    from matcher.articles import ArticleHit
+
+    async with console(monkeypatch, tmp_path, database_url, redis_url) as client:
+        await add_operator(client)
+        seeder = Seeder(sessions_of(client))
+        library = ArticleLibrary(sessions_of(client), read_sessions(sessions_of(client)))
+        outcomes = [ArticleOutcome.SOLVED, ArticleOutcome.SOLVED, ArticleOutcome.STILL_WANT, None]
+        for outcome in outcomes:
+            request_id = await seeder.unmatched(utcnow() - timedelta(hours=1))
+            await library.offered(request_id, ArticleHit("wifi-drops", None, 0.8), "en")
+            if outcome is not None:
+                assert await library.answer(request_id, outcome)
+        await log_in(client)
+        page = await (await client.get("/ops/lists/articles", params={"q": "wifi"})).text()
+        row = re.search(r"<tr>(?:(?!</tr>).)*wifi-drops(?:(?!</tr>).)*</tr>", page, re.S)
+        assert row is not None, page
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(0), re.S)
+        assert cells[1:6] == ["shared", "4", "2", "1", "67%"]

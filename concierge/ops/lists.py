@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from concierge.articles import article_stats
 from concierge.model import (
     Business,
     Community,
@@ -200,6 +201,28 @@ async def read_reports(db: AsyncSession, search: str, offset: int, limit: int) -
     ]
 
 
+async def read_articles(db: AsyncSession, search: str, offset: int, limit: int) -> Rows:
+    """Self-help articles by how often they were offered and whether they solved the problem."""
+    stats = [
+        s
+        for s in await article_stats(db)
+        if not search or search.lower() in f"{s.article_id} {s.business_id or ''}".lower()
+    ]
+    rows: list[Sequence[Cell]] = [
+        (
+            s.article_id,
+            s.business_id or "shared",
+            s.shown,
+            s.solved,
+            s.still_want,
+            "" if s.solved_rate is None else f"{s.solved_rate:.0%}",
+            when(s.last_shown) if s.last_shown else "",
+        )
+        for s in stats[offset : offset + limit]
+    ]
+    return len(stats), rows
+
+
 async def read_recordings(db: AsyncSession, search: str, offset: int, limit: int) -> Rows:
     accesses = (
         select(func.count(RecordingAccess.id))
@@ -305,6 +328,13 @@ def default_lists() -> ListRegistry:
             ("Report", "Session", "Status", "By", "About", "Reason", "Created", "Operator's note"),
             read_reports,
             "id, session, reported person, status (open…), reason",
+        ),
+        ListView(
+            "articles",
+            "Self-help articles",
+            ("Article", "Library", "Offered", "Solved it", "Still wanted an expert", "Solved rate", "Last"),
+            read_articles,
+            "article id, business",
         ),
         ListView(
             "recordings",
