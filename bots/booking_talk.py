@@ -14,7 +14,8 @@ from bots.conversation import Conversation
 from bots.events import Button, Reply
 from bots.texts import Texts, reach_or_fail
 from concierge.booking_desk import BookingNews, SlotChoice
-from concierge.bookings import BookingRefused, ScheduleRefused, ScheduleView, SlotUnavailable
+from concierge.bookings import BookingRefused, SlotUnavailable
+from concierge.expert_schedule import ScheduleRefused, ScheduleView
 from concierge.model import BookingStatus
 from concierge.service import Concierge
 from concierge.views import PaymentNotice, PersonView
@@ -113,12 +114,10 @@ class BookingTalk:
         if person.expert is None:
             out.append(self.t.say(person, "bot.schedule.experts_only"))
             return
-        rules = self.concierge.bookings
+        schedules = self.concierge.schedules
         try:
             view = await (
-                rules.change_schedule(person.expert.id, args.split())
-                if args
-                else rules.schedule(person.expert.id)
+                schedules.change(person.expert.id, args.split()) if args else schedules.show(person.expert.id)
             )
         except ScheduleRefused as exc:
             out.append(self.t.say(person, f"bot.schedule.refused.{exc.reason}", reason=str(exc)))

@@ -13,11 +13,19 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from concierge.hours import WEEKDAYS, TimeRange, WeeklyHours
 
 STEP = timedelta(minutes=15)  # slots start on the quarter hour of the expert's clock
+
+
+def zone_of(name: str) -> ZoneInfo:
+    """The zone named, or UTC for a name the zone database does not know (never raises)."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
 
 
 class Unavailable(StrEnum):

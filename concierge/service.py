@@ -33,6 +33,7 @@ from concierge.communities import Communities, Scope
 from concierge.config import Settings
 from concierge.database import read, read_sessions
 from concierge.errors import DomainError, NotFound
+from concierge.expert_schedule import ExpertSchedules
 from concierge.languages import check_language
 from concierge.lifecycle import State
 from concierge.linking import IdentityLinks
@@ -132,6 +133,7 @@ class Concierge:
         )
         self._links = IdentityLinks(sessions, redis)
         self.bookings = Bookings(settings, sessions, self.lifecycle, self.cashier, clock=clock)
+        self.schedules = ExpertSchedules(sessions, max_minutes=settings.max_session_minutes, clock=self._now)
         self.booking = BookingDesk(
             self.bookings,
             sessions,
