@@ -270,9 +270,28 @@ class Lifecycle:
         await self._end_early(request_id, Event.EXPIRE, reason)
 
     async def _end_early(self, request_id: str, event: Event, reason: str) -> None:
+        detail = {"reason": reason} if reason else None
+        now = self._clock()
+
+        # A request that never got a session (no suitable expert, nobody answered) ends the way
+        # it was opened: plain SQL through `write`, which on SQLite joins the inserts of the
+        # requests arriving meanwhile. Through an ORM session it held this process's write lock
+        # for ~100 ms under load, and every request's insert waited behind it.
+        def end_request(db: Connection) -> bool:
+            if db.scalar(select(Session.id).where(Session.request_id == request_id)) is not None:
+                return False
+            _advance_request_now(db, request_id, event, detail, now)
+            db.execute(
+                update(Offer)
+                .where(Offer.request_id == request_id, Offer.status == OfferStatus.PENDING)
+                .values(status=OfferStatus.TIMED_OUT, answered_at=now)
+            )
+            return True
+
+        if await write(self._sessions, end_request):
+            return
         async with self._sessions.begin() as db:
             session = await db.scalar(select(Session).where(Session.request_id == request_id))
-            detail = {"reason": reason} if reason else None
             if session is None:
                 await self._advance_request(db, request_id, event, detail=detail)
                 await db.execute(
@@ -370,3 +389,37 @@ class Lifecycle:
             )
         )
         return target
+
+
+def _advance_request_now(
+    db: Connection,
+    request_id: str,
+    event: Event,
+    detail: dict[str, Any] | None,
+    now: datetime,
+) -> State:
+    """`Lifecycle._advance_request` on a plain connection, for a request without a session."""
+    current = db.scalar(select(HelpRequest.status).where(HelpRequest.id == request_id))
+    if current is None:
+        raise NotFound("request", request_id)
+    if current is State.CLAIMED:  # the session carries the lifecycle from here on
+        raise IllegalTransition(f"request {request_id}", "claimed", event.value)
+    target = next_state(current, event, f"request {request_id}")
+    result = db.execute(
+        update(HelpRequest)
+        .where(HelpRequest.id == request_id, HelpRequest.status == current)
+        .values(status=target, updated_at=now)
+    )
+    if result.rowcount != 1:
+        raise IllegalTransition(f"request {request_id}", "changed concurrently", event.value)
+    db.execute(
+        insert(LifecycleEvent).values(
+            request_id=request_id,
+            event=event.value,
+            from_state=current,
+            to_state=target,
+            at=now,
+            detail=detail,
+        )
+    )
+    return target
