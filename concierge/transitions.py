@@ -18,7 +18,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
-from concierge.database import write
+from concierge.database import write, write_statement, writes_in_one_statement
 from concierge.errors import DomainError, IllegalTransition, NotFound
 from concierge.lifecycle import Event, State, next_state
 from concierge.model import (
@@ -80,8 +80,17 @@ class Lifecycle:
         request.budget = budget
         row = {column.key: getattr(request, column.key) for column in _REQUEST_COLUMNS}
 
-        # Plain SQL in one transaction: every request a customer sends passes here, and the
-        # ORM's unit of work cost more than the insert itself.
+        # Plain SQL: every request a customer sends passes here, and the ORM's unit of work
+        # cost more than the insert itself.
+        if writes_in_one_statement(self._sessions):
+            # One statement, the language adopted in its WITH clause: no transaction around it.
+            statement = _INSERT_REQUEST.values(row)
+            if customer_locale is not None:
+                adopting = update(Person).where(Person.id == customer_id).values(locale=customer_locale)
+                statement = statement.add_cte(adopting.cte("adopted"))
+            await write_statement(self._sessions, statement)
+            return request
+
         def insert_request(db: Connection) -> None:
             db.execute(_INSERT_REQUEST, [row])
             if customer_locale is not None:
