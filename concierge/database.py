@@ -295,7 +295,11 @@ async def write(sessions: async_sessionmaker[AsyncSession], work: Callable[[Conn
     return await _unpinged(once)
 
 
-async def write_statement(sessions: async_sessionmaker[AsyncSession], statement: Executable) -> None:
+async def write_statement(
+    sessions: async_sessionmaker[AsyncSession],
+    statement: Executable,
+    parameters: dict[str, Any] | None = None,
+) -> None:
     """One statement, atomic by itself, written as `write` would (on SQLite: in the group commit).
 
     On a database server it runs in autocommit: one round trip, where a transaction around
@@ -304,7 +308,7 @@ async def write_statement(sessions: async_sessionmaker[AsyncSession], statement:
     to have been dropped before the statement reached the server; statements with a primary
     key of their own (every insert here) could not be written twice even so."""
     if isinstance(sessions, _OneWriterAtATime):
-        await sessions.write(lambda db: db.execute(statement))
+        await sessions.write(lambda db: db.execute(statement, parameters))
         return
     engine: AsyncEngine = sessions.kw["bind"]
 
@@ -312,7 +316,7 @@ async def write_statement(sessions: async_sessionmaker[AsyncSession], statement:
         async with engine.connect() as connection:
             await connection.execution_options(isolation_level="AUTOCOMMIT")
             try:
-                await connection.execute(statement)
+                await connection.execute(statement, parameters)
             except DBAPIError as exc:
                 if not exc.connection_invalidated:
                     raise

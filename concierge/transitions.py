@@ -84,11 +84,11 @@ class Lifecycle:
         # cost more than the insert itself.
         if writes_in_one_statement(self._sessions):
             # One statement, the language adopted in its WITH clause: no transaction around it.
-            statement = _INSERT_REQUEST.values(row)
-            if customer_locale is not None:
+            if customer_locale is None:
+                await write_statement(self._sessions, _INSERT_REQUEST, row)
+            else:
                 adopting = update(Person).where(Person.id == customer_id).values(locale=customer_locale)
-                statement = statement.add_cte(adopting.cte("adopted"))
-            await write_statement(self._sessions, statement)
+                await write_statement(self._sessions, _INSERT_REQUEST.values(row).add_cte(adopting.cte()))
             return request
 
         def insert_request(db: Connection) -> None:
