@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, RootTransaction, event, text
+from sqlalchemy import Connection, Engine, Executable, RootTransaction, event, text
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InvalidatePoolError, OperationalError, SQLAlchemyError
@@ -293,6 +293,43 @@ async def write(sessions: async_sessionmaker[AsyncSession], work: Callable[[Conn
             return value
 
     return await _unpinged(once)
+
+
+async def write_statement(
+    sessions: async_sessionmaker[AsyncSession],
+    statement: Executable,
+    parameters: dict[str, Any] | None = None,
+) -> None:
+    """One statement, atomic by itself, written as `write` would (on SQLite: in the group commit).
+
+    On a database server it runs in autocommit: one round trip, where a transaction around
+    it took three (BEGIN, the statement, COMMIT), and as durable (the server commits it
+    before it answers). Tried again on a fresh connection only when the pooled one turns out
+    to have been dropped before the statement reached the server; statements with a primary
+    key of their own (every insert here) could not be written twice even so."""
+    if isinstance(sessions, _OneWriterAtATime):
+        await sessions.write(lambda db: db.execute(statement, parameters))
+        return
+    engine: AsyncEngine = sessions.kw["bind"]
+
+    async def once() -> None:
+        async with engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                await connection.execute(statement, parameters)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                raise _Dropped() from exc
+
+    await _unpinged(once)
+
+
+def writes_in_one_statement(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    """Whether one statement can carry a second write in its WITH clause (PostgreSQL can;
+    SQLite cannot), so that `write_statement` writes both at once."""
+    engine: AsyncEngine = sessions.kw["bind"]
+    return engine.dialect.name == "postgresql"
 
 
 async def read(sessions: async_sessionmaker[AsyncSession], work: Callable[[Connection], T]) -> T:

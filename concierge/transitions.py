@@ -18,7 +18,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
-from concierge.database import write
+from concierge.database import write, write_statement, writes_in_one_statement
 from concierge.errors import DomainError, IllegalTransition, NotFound
 from concierge.lifecycle import Event, State, next_state
 from concierge.model import (
@@ -37,6 +37,19 @@ from concierge.pricing import PricingMode
 _REQUEST_COLUMNS = tuple(HelpRequest.__mapper__.column_attrs)
 _INSERT_REQUEST = insert(HelpRequest)
 _ADOPT_LOCALE = update(Person).where(Person.id == bindparam("person")).values(locale=bindparam("language"))
+# Both in one statement where the database allows it (PostgreSQL), built once: built for each
+# request, the statement cost more CPU than the round trips it saves. Its parameters are renamed
+# so that none is taken for a column of the UPDATE's SET.
+_INSERT_ADOPTING = (
+    insert(HelpRequest)
+    .values({column.key: bindparam(f"new_{column.key}") for column in _REQUEST_COLUMNS})
+    .add_cte(
+        update(Person)
+        .where(Person.id == bindparam("adopter"))
+        .values(locale=bindparam("adopted_locale"))
+        .cte("adopted")
+    )
+)
 
 
 class Lifecycle:
@@ -80,8 +93,18 @@ class Lifecycle:
         request.budget = budget
         row = {column.key: getattr(request, column.key) for column in _REQUEST_COLUMNS}
 
-        # Plain SQL in one transaction: every request a customer sends passes here, and the
-        # ORM's unit of work cost more than the insert itself.
+        # Plain SQL: every request a customer sends passes here, and the ORM's unit of work
+        # cost more than the insert itself.
+        if writes_in_one_statement(self._sessions):
+            # One statement, the language adopted in its WITH clause: no transaction around it.
+            if customer_locale is None:
+                await write_statement(self._sessions, _INSERT_REQUEST, row)
+            else:
+                adopting = {f"new_{key}": value for key, value in row.items()}
+                adopting.update(adopter=customer_id, adopted_locale=customer_locale)
+                await write_statement(self._sessions, _INSERT_ADOPTING, adopting)
+            return request
+
         def insert_request(db: Connection) -> None:
             db.execute(_INSERT_REQUEST, [row])
             if customer_locale is not None:
@@ -299,9 +322,28 @@ class Lifecycle:
         await self._end_early(request_id, Event.EXPIRE, reason)
 
     async def _end_early(self, request_id: str, event: Event, reason: str) -> None:
+        detail = {"reason": reason} if reason else None
+        now = self._clock()
+
+        # A request that never got a session (no suitable expert, nobody answered) ends the way
+        # it was opened: plain SQL through `write`, which on SQLite joins the inserts of the
+        # requests arriving meanwhile. Through an ORM session it held this process's write lock
+        # for ~100 ms under load, and every request's insert waited behind it.
+        def end_request(db: Connection) -> bool:
+            if db.scalar(select(Session.id).where(Session.request_id == request_id)) is not None:
+                return False
+            _advance_request_now(db, request_id, event, detail, now)
+            db.execute(
+                update(Offer)
+                .where(Offer.request_id == request_id, Offer.status == OfferStatus.PENDING)
+                .values(status=OfferStatus.TIMED_OUT, answered_at=now)
+            )
+            return True
+
+        if await write(self._sessions, end_request):
+            return
         async with self._sessions.begin() as db:
             session = await db.scalar(select(Session).where(Session.request_id == request_id))
-            detail = {"reason": reason} if reason else None
             if session is None:
                 await self._advance_request(db, request_id, event, detail=detail)
                 # Closed before the experts could answer: not a lapse of theirs, so not counted
@@ -401,3 +443,37 @@ class Lifecycle:
             )
         )
         return target
+
+
+def _advance_request_now(
+    db: Connection,
+    request_id: str,
+    event: Event,
+    detail: dict[str, Any] | None,
+    now: datetime,
+) -> State:
+    """`Lifecycle._advance_request` on a plain connection, for a request without a session."""
+    current = db.scalar(select(HelpRequest.status).where(HelpRequest.id == request_id))
+    if current is None:
+        raise NotFound("request", request_id)
+    if current is State.CLAIMED:  # the session carries the lifecycle from here on
+        raise IllegalTransition(f"request {request_id}", "claimed", event.value)
+    target = next_state(current, event, f"request {request_id}")
+    result = db.execute(
+        update(HelpRequest)
+        .where(HelpRequest.id == request_id, HelpRequest.status == current)
+        .values(status=target, updated_at=now)
+    )
+    if result.rowcount != 1:
+        raise IllegalTransition(f"request {request_id}", "changed concurrently", event.value)
+    db.execute(
+        insert(LifecycleEvent).values(
+            request_id=request_id,
+            event=event.value,
+            from_state=current,
+            to_state=target,
+            at=now,
+            detail=detail,
+        )
+    )
+    return target

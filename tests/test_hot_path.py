@@ -69,6 +69,21 @@ async def test_open_request_writes_the_request_and_the_adopted_language_together
     assert await read(sessions, _count_requests) == 1
 
 
+async def test_a_request_that_cannot_be_written_leaves_the_language_as_it_was(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    customer = await add_person(sessions)  # speaks "es"
+    with pytest.raises(IntegrityError):  # no such community: the insert fails, and the adoption with it
+        await Lifecycle(sessions).open_request(
+            customer.id, "mon wifi ne marche plus", customer_locale="fr", community_id="com_nowhere"
+        )
+    async with sessions() as db:
+        person = await db.get(Person, customer.id)
+    assert person is not None
+    assert person.locale == "es"
+    assert await read(sessions, _count_requests) == 0
+
+
 async def test_a_failed_write_changes_nothing(sessions: async_sessionmaker[AsyncSession]) -> None:
     customer = await add_person(sessions)
     lifecycle = Lifecycle(sessions)

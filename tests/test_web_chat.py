@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from concierge.invites import create_invite
 from concierge.lifecycle import State
-from concierge.model import Channel, ChannelIdentity, Expert, HelpRequest, Person, Session
+from concierge.model import Channel, ChannelIdentity, Expert, HelpRequest, LifecycleEvent, Person, Session
 from concierge.transitions import Lifecycle
 from tests.gateway_harness import wait_until
 from tests.harness import (
@@ -507,3 +507,26 @@ async def test_a_blocked_pair_is_never_matched_again_until_unblocked(service: An
     back = await asked
     assert "Expert 1" in back["text"]
     await customer.close()
+
+
+async def test_a_request_nobody_can_help_with_ends_expired_and_the_next_one_is_answered(
+    service: Any,
+) -> None:
+    customer = await adult(service)
+    await stated(customer, "1990-01-01")
+    await customer.wait_text("I have no expert for that yet")
+    sessions = app_sessions(service)
+    async with sessions() as db:
+        request = (await db.scalars(select(HelpRequest))).one()
+        assert request.status is State.EXPIRED
+        audit = (await db.scalars(select(LifecycleEvent))).one()
+    assert (audit.request_id, audit.from_state, audit.to_state) == (request.id, State.OPEN, State.EXPIRED)
+    assert audit.detail == {"reason": "no suitable expert"}
+
+    # The write that ended it went with the others: a request with an expert is answered next.
+    await networking_experts(service, "net-1")
+    await customer.say("My laptop wifi drops every few minutes")
+    await customer.wait_text("Wi-Fi and home network help")
+    async with sessions() as db:
+        statuses = sorted(status.value for status in await db.scalars(select(HelpRequest.status)))
+    assert statuses == sorted([State.EXPIRED.value, State.OPEN.value])
