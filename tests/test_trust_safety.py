@@ -41,6 +41,7 @@ async def service(
         messages_per_minute="12",
         mute_strikes="1",
         community_messages_per_minute="5",
+        article_threshold="1",  # these requests are about safety: no self-help article first
     ) as client:
         yield client
 
@@ -145,6 +146,7 @@ async def test_a_telegram_expert_sees_a_french_request_with_contact_details_hidd
             detector,
             telegram_token=telegram.token,
             telegram_api_url=telegram.base_url,
+            article_threshold="1",  # about masking: no self-help article first
         ) as service,
     ):
         telegram.user(2001, "Théo", language_code="fr")
