@@ -86,26 +86,54 @@ def _wall_minutes(instant: datetime, day: date, zone: ZoneInfo) -> int:
     return int((local - datetime.combine(day, time())).total_seconds() // 60)
 
 
-def candidates(rules: Rules, start: datetime, end: datetime) -> Iterator[datetime]:
-    """Every start inside the expert's hours between `start` and `end`, in order, ignoring bookings."""
-    zone = rules.zone
-    first_day = start.astimezone(zone).date() - timedelta(days=1)
-    last_day = end.astimezone(zone).date() + timedelta(days=1)
-    step = int(STEP.total_seconds() // 60)
-    day = first_day
-    while day <= last_day:
-        found: list[datetime] = []
-        for span in rules.ranges_on(day):
-            minute = -(-span.start // step) * step
-            while minute < span.end:
+def _steady_offset(day: date, zone: ZoneInfo) -> timedelta | None:
+    """The zone's UTC offset all through `day` (and the next day's first hours, where a long
+    slot may end), or None on a day the clocks change: those take the slow, exact path."""
+    midnight = datetime.combine(day, time())
+    offsets = {zone.utcoffset(midnight + timedelta(hours=h)) for h in (0, 12, 24, 36)}
+    if len(offsets) != 1:
+        return None
+    return offsets.pop()
+
+
+def _day_starts(rules: Rules, day: date) -> list[datetime]:
+    """The day's bookable starts in the expert's hours, as UTC instants, in order."""
+    zone, step = rules.zone, int(STEP.total_seconds() // 60)
+    length = int(rules.length.total_seconds() // 60)
+    offset = _steady_offset(day, zone)
+    midnight = datetime.combine(day, time(), tzinfo=UTC)
+    found: list[datetime] = []
+    for span in rules.ranges_on(day):
+        minute = -(-span.start // step) * step
+        while minute < span.end:
+            if offset is not None:  # most days: wall clock = UTC + a fixed offset
+                if minute + length <= span.end:
+                    found.append(midnight + timedelta(minutes=minute) - offset)
+            else:
                 for instant in _instants(day, minute, zone):
                     if _wall_minutes(instant + rules.length, day, zone) <= span.end:
                         found.append(instant)
-                minute += step
-        for instant in sorted(found):
+            minute += step
+    return sorted(found)
+
+
+def candidates(rules: Rules, start: datetime, end: datetime) -> Iterator[datetime]:
+    """Every start inside the expert's hours between `start` and `end`, in order, ignoring bookings."""
+    zone = rules.zone
+    day = start.astimezone(zone).date() - timedelta(days=1)
+    last_day = end.astimezone(zone).date() + timedelta(days=1)
+    while day <= last_day:
+        for instant in _day_starts(rules, day):
             if start <= instant < end:
                 yield instant
         day += timedelta(days=1)
+
+
+def _in_hours(rules: Rules, at: datetime) -> bool:
+    """Whether `at` is one of the starts `candidates` would give, without listing a whole day:
+    only the local day it falls on (and, for an autumn overlap, the day before) is looked at."""
+    local_day = at.astimezone(rules.zone).date()
+    return any(at in _day_starts(rules, day) for day in (local_day, local_day - timedelta(days=1)))
 
 
 def check(rules: Rules, booked: Sequence[Booked], at: datetime, now: datetime) -> Unavailable | None:
@@ -113,7 +141,7 @@ def check(rules: Rules, booked: Sequence[Booked], at: datetime, now: datetime) -
     at = at.astimezone(UTC)
     if at < now + rules.min_notice:
         return Unavailable.TOO_SOON
-    if at not in set(candidates(rules, at, at + timedelta(seconds=1))):
+    if not _in_hours(rules, at):
         return Unavailable.OUTSIDE_HOURS
     return _conflict(rules, booked, at)
 

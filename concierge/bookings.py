@@ -192,17 +192,40 @@ class Bookings:
             slots = await self.free_slots(expert_id, after=around, days=14)
         return availability.spread(slots, wanted, count, timedelta(minutes=60))
 
-    async def free_at(self, expert_ids: list[str], at: datetime) -> set[str]:
-        """Which of these experts can be booked at `at` (for ranking a "tomorrow at 3pm" request)."""
+    async def around(self, expert_ids: list[str], wanted: datetime) -> dict[str, datetime | None]:
+        """For a "tomorrow at 3pm" request: per expert, `wanted` when they can be booked then,
+        otherwise their nearest free time (None: nothing in the next two weeks). Two queries for
+        all of them: it runs for every such request."""
         now = self._now()
-        free = set()
+        horizon = wanted + timedelta(days=15)
         async with self._sessions() as db:
             experts = list(await db.scalars(select(Expert).where(Expert.id.in_(expert_ids))))
-            for expert in experts:
-                booked = await self._booked(db, expert.id, at, 1)
-                if availability.check(rules_of(expert), booked, at, now) is None:
-                    free.add(expert.id)
-        return free
+            rows = await db.execute(
+                select(Booking.expert_id, Booking.starts_at, Booking.ends_at).where(
+                    Booking.expert_id.in_(expert_ids),
+                    Booking.status.in_(LIVE_STATUSES),
+                    Booking.ends_at > wanted - timedelta(days=2),
+                    Booking.starts_at < horizon,
+                )
+            )
+        booked: dict[str, list[Booked]] = {}
+        for expert_id, start, end in rows:
+            booked.setdefault(expert_id, []).append(Booked(_aware(start), _aware(end)))
+        found: dict[str, datetime | None] = {}
+        for expert in experts:
+            rules, theirs = rules_of(expert), booked.get(expert.id, [])
+            if availability.check(rules, theirs, wanted, now) is None:
+                found[expert.id] = wanted
+                continue
+            near = availability.free_slots(
+                rules, theirs, wanted - timedelta(days=1), wanted + timedelta(days=2), now
+            )
+            if not near:
+                near = availability.free_slots(rules, theirs, wanted, horizon, now, limit=1)
+            found[expert.id] = (
+                availability.spread(near, wanted, 1, timedelta(minutes=60))[0] if near else None
+            )
+        return found
 
     async def get(self, booking_id: str) -> BookingView:
         async with self._sessions() as db:

@@ -354,15 +354,9 @@ class Concierge:
     async def _free_then_first(self, cards: list[ExpertCard], wanted: datetime) -> list[ExpertCard]:
         """For "tomorrow at 3pm": experts bookable then come first, each showing that time; the
         others show their nearest free time (hours, days off, bookings and notice all counted)."""
-        free = await self.bookings.free_at([card.expert_id for card in cards], wanted)
-        shown = []
-        for card in cards:
-            if card.expert_id in free:
-                shown.append(replace(card, available_now=False, next_free=wanted))
-            else:
-                nearest = await self.bookings.offer(card.expert_id, wanted, count=1)
-                shown.append(replace(card, available_now=False, next_free=nearest[0] if nearest else None))
-        return sorted(shown, key=lambda card: card.expert_id not in free)
+        times = await self.bookings.around([card.expert_id for card in cards], wanted)
+        shown = [replace(card, available_now=False, next_free=times.get(card.expert_id)) for card in cards]
+        return sorted(shown, key=lambda card: card.next_free != wanted)
 
     async def choose(self, customer: PersonView, request_id: str, expert_ids: Sequence[str]) -> Round:
         """The customer picked one expert, or "whoever answers first" among those shown."""

@@ -183,3 +183,44 @@ def test_every_slot_starts_and_ends_inside_the_hours_on_the_experts_clock(
         finish_minutes = (finish.date() - day).days * 1440 + finish.hour * 60 + finish.minute
         assert finish_minutes <= end
         assert check(r, [], slot, LONG_AGO) is None
+
+
+def _exact_starts(r: Rules, day: date) -> list[datetime]:
+    """The slow, obviously right way: every wall-clock start turned into instants one by one."""
+    from concierge.availability import _instants, _wall_minutes
+
+    found = []
+    for span in r.ranges_on(day):
+        minute = -(-span.start // 15) * 15
+        while minute < span.end:
+            found += [
+                i
+                for i in _instants(day, minute, r.zone)
+                if _wall_minutes(i + r.length, day, r.zone) <= span.end
+            ]
+            minute += 15
+    return sorted(found)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    zone=st.sampled_from([*ZONES, "Europe/London", "America/Santiago", "Australia/Lord_Howe", "UTC"]),
+    day=st.dates(min_value=date(2026, 1, 1), max_value=date(2028, 12, 31)),
+    start_quarter=st.integers(min_value=0, max_value=95),
+    hours=st.integers(min_value=1, max_value=24),
+    length_quarters=st.integers(min_value=1, max_value=32),
+)
+def test_the_fast_path_gives_the_same_starts_as_converting_each_one(
+    zone: str, day: date, start_quarter: int, hours: int, length_quarters: int
+) -> None:
+    start = start_quarter * 15
+    end = min(start + hours * 60, 24 * 60)
+    weekday = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[day.weekday()]
+    span = f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
+    r = rules(zone, {weekday: [span]}, length=timedelta(minutes=15 * length_quarters))
+    window = day_window(day, zone)
+    fast = free_slots(r, [], *window, LONG_AGO)
+    assert fast == [s for s in _exact_starts(r, day) if window[0] <= s < window[1]]
+    for slot in fast:
+        assert check(r, [], slot, LONG_AGO) is None
+        assert check(r, [], slot + timedelta(minutes=5), LONG_AGO) is Unavailable.OUTSIDE_HOURS
