@@ -206,10 +206,17 @@ class Dialogue:
         if detected in LANGUAGES and detected != person.locale and not conv.language_fixed:
             assert detected is not None
             person = replace(person, locale=detected)  # the core adopted it with the request
+        answered = len(out)
         if isinstance(outcome, SelfHelp):
             self._self_help(person, conv, outcome, out)
         else:
             self._outcome(person, conv, outcome, out)
+        if community is not None and len(out) > answered:
+            # Inside a business's community the answer comes under the business's name.
+            brand = await self.concierge.businesses.brand_in(*community)
+            if brand is not None:
+                first = out[answered]
+                out[answered] = replace(first, text=f"{brand.name}\n{first.text}")
 
     def _self_help(self, person: PersonView, conv: Conversation, offer: SelfHelp, out: list[Reply]) -> None:
         """The article first, with the way on to the experts one press away (no retyping)."""

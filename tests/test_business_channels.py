@@ -54,6 +54,7 @@ async def test_a_roster_only_guild_reaches_only_its_roster_and_roster_first_fall
     assert "date of birth" in (await discord_server.response_to(asked))["data"]["content"]
     await discord_server.dm(customer, "1990-01-01")
     cards = await discord_server.wait_for(lambda m: "I found 1 expert" in m.get("content", ""))
+    assert cards["content"].startswith("Home Help Ltd\n")  # answered under the business's name
     assert "Expert 2" in cards["content"]
     assert "Expert 1" not in cards["content"]
     await discord_server.press(customer, cards, dc_button(cards, "Whoever answers first"))
