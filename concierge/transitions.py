@@ -333,10 +333,12 @@ class Lifecycle:
             if db.scalar(select(Session.id).where(Session.request_id == request_id)) is not None:
                 return False
             _advance_request_now(db, request_id, event, detail, now)
+            # Closed before the experts could answer: not a lapse of theirs, so not counted as a
+            # timed-out offer against their responsiveness.
             db.execute(
                 update(Offer)
                 .where(Offer.request_id == request_id, Offer.status == OfferStatus.PENDING)
-                .values(status=OfferStatus.TIMED_OUT, answered_at=now)
+                .values(status=OfferStatus.TAKEN, answered_at=now)
             )
             return True
 
@@ -346,8 +348,6 @@ class Lifecycle:
             session = await db.scalar(select(Session).where(Session.request_id == request_id))
             if session is None:
                 await self._advance_request(db, request_id, event, detail=detail)
-                # Closed before the experts could answer: not a lapse of theirs, so not counted
-                # as a timed-out offer against their responsiveness.
                 await db.execute(
                     update(Offer)
                     .where(Offer.request_id == request_id, Offer.status == OfferStatus.PENDING)
