@@ -268,7 +268,16 @@ def test_update_changes_one_listing_in_place(use_embedder: Any, detector: Any, d
     )
     assert report.embedded == 0  # presence and hours are facts, not text: nothing re-embedded
     assert found()[0] == "demo-124"
-    changed = replace(python[0], headline="Sourdough bread baking", skills=("baking",), bio="", online=True)
+    # A baker now, in the baking category: with the old category kept, whether the request's
+    # "computers" guess stays confident enough to keep the listing sat on a numeric edge (0.70).
+    changed = replace(
+        python[0],
+        headline="Sourdough bread baking",
+        skills=("baking",),
+        bio="",
+        categories=("cooking",),
+        online=True,
+    )
     assert matcher.update([changed]).embedded == 1
     assert "demo-124" not in found()
     assert matcher.remove(["demo-124"]) == 1

@@ -525,7 +525,7 @@ async def test_a_request_nobody_can_help_with_ends_expired_and_the_next_one_is_a
 
     # The write that ended it went with the others: a request with an expert is answered next.
     await networking_experts(service, "net-1")
-    await customer.say("My laptop wifi drops every few minutes")
+    await customer.say("Can someone help? My laptop wifi drops every few minutes")
     await customer.wait_text("Wi-Fi and home network help")
     async with sessions() as db:
         statuses = sorted(status.value for status in await db.scalars(select(HelpRequest.status)))
