@@ -10,7 +10,6 @@ into the real endpoint, the room event consumer, the ledger check.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,6 +50,7 @@ from concierge.reviews import Reviews
 from concierge.rooms import RoomEventConsumer
 from concierge.scheduler import Scheduler
 from concierge.transitions import Lifecycle
+from tests.conftest import free_port
 from tests.factories import add_expert, add_person
 from tests.fakes import stripe_server
 from tests.fakes.stripe_server import FakeStripe
@@ -59,12 +59,6 @@ from video_gateway.events import RoomEvent
 RATE = 150  # EUR cents a minute
 START = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)  # Monday 08:00 in Paris
 EVERY_DAY = {day: ["08:00-20:00"] for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -190,7 +184,7 @@ async def desk(
     monkeypatch.setattr(stripe_server, "_now", lambda: int(clock.now().timestamp()))
     monkeypatch.setenv("CONCIERGE_DATA_DIR", str(tmp_path))
     async with FakeStripe() as fake:
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}/webhooks/stripe"
         secret = fake.add_webhook(url)
         monkeypatch.setenv("CONCIERGE_STRIPE_API_KEY", fake.api_key)

@@ -42,6 +42,22 @@ async def customer_zone(service: Any, user: WebUser) -> ZoneInfo:
     return ZoneInfo(zone)
 
 
+async def times_with(
+    service: Any, born: str, request: str, expert: str = "Expert 1"
+) -> tuple[WebUser, dict[str, Any]]:
+    """A new adult customer asks for a later time and opens `expert`'s times: (them, the menu)."""
+    customer = await adult(service)
+    await stated(customer, born)
+    await customer.wait_text("Expert")  # the cards for the age question's first request
+    await customer.say("/cancel")
+    await customer.wait_text("cancel")
+    await customer.say(request)
+    cards = await customer.wait_for(lambda m: any(a.startswith("slots:") for a in actions(m)))
+    await customer.press(button(cards, f"Times with {expert}"))
+    menu = await customer.wait_for(lambda m: any(a.startswith("book:") for a in actions(m)))
+    return customer, menu
+
+
 async def test_booking_tomorrow_at_3pm_with_the_expert_who_is_free_then(service: Any) -> None:
     first, second = await networking_experts(service, "wifi-1", "wifi-2")
     # The second expert takes tomorrow off from the chat; bookings see it at once.
@@ -86,15 +102,7 @@ async def test_booking_tomorrow_at_3pm_with_the_expert_who_is_free_then(service:
     assert booking.status is BookingStatus.CONFIRMED
 
     # Someone else cannot have that time any more: it is not offered.
-    rival = await adult(service)
-    await stated(rival, "1991-03-03")
-    await rival.wait_text("Expert")
-    await rival.say("/cancel")
-    await rival.wait_text("cancel")
-    await rival.say("I need wifi router help tomorrow at 3pm please")
-    rival_cards = await rival.wait_for(lambda m: any(a.startswith("slots:") for a in actions(m)))
-    await rival.press(button(rival_cards, "Times with Expert 1"))
-    rival_menu = await rival.wait_for(lambda m: any(a.startswith("book:") for a in actions(m)))
+    _, rival_menu = await times_with(service, "1991-03-03", "I need wifi router help tomorrow at 3pm please")
     assert not any(a.endswith(f":{minute}") for a in actions(rival_menu))
 
     # /bookings: move it, then cancel it (well before the 1-hour limit: nothing charged).
@@ -120,15 +128,9 @@ async def test_the_last_reminder_brings_the_room_and_a_calendar_file_in_the_read
     service: Any,
 ) -> None:
     (expert,) = await networking_experts(service, "wifi-1")
-    customer = await adult(service)
-    await stated(customer, "1990-02-02")
-    await customer.wait_text("Expert")
-    await customer.say("/cancel")
-    await customer.wait_text("cancel")
-    await customer.say("wifi router help the day after tomorrow at 10am")
-    cards = await customer.wait_for(lambda m: any(a.startswith("slots:") for a in actions(m)))
-    await customer.press(button(cards, "Times with Expert 1"))
-    menu = await customer.wait_for(lambda m: any(a.startswith("book:") for a in actions(m)))
+    customer, menu = await times_with(
+        service, "1990-02-02", "wifi router help the day after tomorrow at 10am"
+    )
     await customer.press(next(a for a in actions(menu) if a.startswith("book:")))
     await customer.wait_text("Booked with Expert 1")
     async with app_sessions(service)() as db:
