@@ -79,6 +79,7 @@ async def core_ctx(app: web.Application) -> AsyncIterator[None]:
         # The scheduler starts before the core exists (it is the service's, not the bots'):
         # booking jobs join it here; it reads its handlers afresh every round.
         concierge.bookings.register(app[SCHEDULER])
+        log.info("scheduler jobs", kinds=sorted(app[SCHEDULER].kinds))
     limiter = RateLimiter(
         app[REDIS], settings.messages_per_minute, per_community=settings.community_messages_per_minute
     )
