@@ -25,7 +25,7 @@ from concierge.lifecycle import (
     State,
     next_state,
 )
-from concierge.model import HelpRequest, LifecycleEvent, Offer, OfferStatus, Session
+from concierge.model import HelpRequest, LifecycleEvent, Offer, OfferStatus, Session, utcnow
 from concierge.pricing import Pricing, PricingMode
 from concierge.transitions import Lifecycle
 from tests.factories import add_expert, add_person
@@ -96,6 +96,8 @@ SESSION_EVENTS = {
     Event.END,
     Event.SETTLE,
     Event.REFUND,
+    Event.FORFEIT,
+    Event.LAPSE,
 }
 
 
@@ -143,8 +145,20 @@ class World:
                 Event.END: lambda: life.end(session_id, billed),
                 Event.SETTLE: lambda: life.settle(session_id),
                 Event.REFUND: lambda: life.refund(session_id),
+                # Bookings' transitions have no method of their own: the booking code advances
+                # the session inside its own transaction.
+                Event.FORFEIT: lambda: self._advance(
+                    session_id, event, started_at=utcnow(), ended_at=utcnow(), billed_seconds=billed
+                ),
+                Event.LAPSE: lambda: self._advance(session_id, event),
             }
             await calls[event]()
+
+    async def _advance(self, session_id: str, event: Event, **changes: Any) -> None:
+        async with self.sessions.begin() as db:
+            session = await db.get(Session, session_id)
+            assert session is not None
+            await self.lifecycle.advance(db, session, event, **changes)
 
     async def snapshot(self, request_id: str) -> dict[str, Any]:
         def rows(objects: Any) -> list[dict[str, Any]]:
